@@ -1,0 +1,55 @@
+"""Standard softmax attention, eager: matmul -> mask -> softmax -> matmul.
+
+This is the "standard attention" of SASRec and of ELASTIC's efficiency claim: it
+materialises the full ``[B, H, N, N]`` score matrix.
+
+Example::
+
+    >>> attn = SoftmaxBackend.build(d_model=64, heads=2, causal=True)
+    >>> y = attn(torch.randn(2, 10, 64), torch.ones(2, 10, dtype=torch.bool))
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from elastic_bench.attention import Backend, Capabilities, QKVAttention, masked_softmax_reference
+
+
+def attention_bias(mask: Tensor, n: int, causal: bool, dtype: torch.dtype) -> Tensor:
+    """Additive bias ``[B, 1, N, N]``: 0 where a query may read a key, -inf elsewhere.
+
+    A query whose keys are all masked (a padding position under causal left padding)
+    is allowed to read itself so that its row stays finite; its output is unspecified.
+    """
+    allowed = mask[:, None, None, :].expand(-1, 1, n, n)
+    if causal:
+        allowed = allowed & torch.ones(n, n, dtype=torch.bool, device=mask.device).tril()
+    allowed = allowed | torch.eye(n, dtype=torch.bool, device=mask.device)
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=mask.device)
+    return bias.masked_fill(~allowed, float("-inf"))
+
+
+class SoftmaxAttention(QKVAttention):
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        n = q.shape[-2]
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        s = s + attention_bias(mask, n, self.causal, s.dtype)
+        p = torch.softmax(s, dim=-1)
+        p = F.dropout(p, self.dropout_p, self.training)
+        self.backend_detail = "eager"
+        return p @ v
+
+    def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        return masked_softmax_reference(q, k, v, mask, self.causal)
+
+
+class SoftmaxBackend(Backend):
+    name = "softmax"
+    summary = "eager softmax attention (SASRec's standard attention), O(N^2) memory"
+    capabilities = Capabilities()
+    module = SoftmaxAttention

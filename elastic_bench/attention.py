@@ -1,0 +1,243 @@
+"""The one attention interface every mechanism in elastic-bench implements.
+
+A *backend* is a small class that describes a mechanism (what it supports, why it cannot
+run here) and builds its ``nn.Module``.  Every module is built from the same arguments
+and has the same forward signature::
+
+    module = Backend.build(d_model=64, heads=2, dropout=0.0, causal=False, **options)
+    y = module(x, mask)          # x: [B, N, D]; mask: bool [B, N], True = real token
+                                 # y: [B, N, D]; values at padding positions are unspecified
+
+and a naive oracle beside the fast path, used by the tests and the benchmark's
+correctness gate::
+
+    y_ref = Backend.reference(module, x, mask)   # same parameters, plain PyTorch
+
+Backends are found through the ``elastic_bench.backends`` entry-point group (see
+:mod:`elastic_bench.registry`), so a user's own package adds one the same way the
+built-in baselines do.
+
+Example::
+
+    >>> from elastic_bench.attention import Backend, Capabilities
+    >>> class MyBackend(Backend):
+    ...     name = "mine"
+    ...     summary = "my mechanism"
+    ...     capabilities = Capabilities(causal=False)
+    ...     module = MyAttentionModule          # an Attention subclass
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import Tensor, nn
+
+ALL_DTYPES: tuple[torch.dtype, ...] = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+DTYPE_NAMES: dict[str, torch.dtype] = {
+    "fp64": torch.float64,
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float16`` -> ``"fp16"`` (the spelling used in the CLI and the CSV)."""
+    for name, dt in DTYPE_NAMES.items():
+        if dt == dtype:
+            return name
+    return str(dtype).replace("torch.", "")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do.  Anything outside it is refused with a reason.
+
+    ``options`` lists the backend's own constructor options with their defaults; the CLI
+    and the sweep only pass an option to a backend that declares it.
+    """
+
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    dtypes: tuple[torch.dtype, ...] = ALL_DTYPES
+    causal: bool = True  # can run with causal=True
+    non_causal: bool = True  # can run with causal=False
+    padding_mask: bool = True  # honours the key padding mask
+    head_dims: tuple[int, ...] | None = None  # allowed head dims (None = any)
+    max_head_dim: int | None = None
+    requires: tuple[str, ...] = ()  # importable modules this backend needs
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Attention(nn.Module):
+    """Base class of every attention module: ``forward(x [B,N,D], mask bool[B,N]) -> [B,N,D]``.
+
+    ``backend_detail`` says which implementation actually ran on the last call (for example
+    which SDPA kernel PyTorch chose); it is written to every benchmark row.
+    """
+
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, causal: bool = False):
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
+        self.d_model = d_model
+        self.heads = heads
+        self.head_dim = d_model // heads
+        self.dropout_p = float(dropout)
+        self.causal = bool(causal)
+        self.backend_detail = type(self).__name__
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class QKVAttention(Attention):
+    """An attention with the usual query/key/value and output projections.
+
+    Subclasses implement :meth:`attend` (the fast path) and :meth:`attend_reference`
+    (the naive oracle) on per-head tensors ``q, k, v: [B, H, N, d_h]``.
+    """
+
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, causal: bool = False):
+        super().__init__(d_model, heads, dropout, causal)
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def split_heads(self, t: Tensor) -> Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.heads, self.head_dim).transpose(1, 2)
+
+    def merge_heads(self, t: Tensor) -> Tensor:
+        b, h, n, dh = t.shape
+        return t.transpose(1, 2).reshape(b, n, h * dh)
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.split_heads(self.q_proj(x)), self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        q, k, v = self.project(x)
+        return self.out_proj(self.merge_heads(self.attend(q, k, v, mask)))
+
+    def reference(self, x: Tensor, mask: Tensor) -> Tensor:
+        """The naive oracle: same parameters, plain PyTorch, no dropout."""
+        q, k, v = self.project(x)
+        return self.out_proj(self.merge_heads(self.attend_reference(q, k, v, mask)))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+def masked_softmax_reference(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, causal: bool) -> Tensor:
+    """Plain softmax attention, one sequence at a time over its real tokens only.
+
+    Used as the oracle of every exact-attention backend: it never sees a padding key, so
+    it is independent of how a fast path masks.  Outputs at padding positions are zero.
+    """
+    b, h, n, dh = q.shape
+    out = torch.zeros_like(q)
+    for i in range(b):
+        idx = mask[i].nonzero().flatten()
+        if idx.numel() == 0:
+            continue
+        qi, ki, vi = q[i][:, idx], k[i][:, idx], v[i][:, idx]
+        s = qi @ ki.transpose(-1, -2) / math.sqrt(dh)
+        if causal:
+            m = idx.numel()
+            s = s.masked_fill(torch.ones(m, m, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        out[i][:, idx] = torch.softmax(s, dim=-1) @ vi
+    return out
+
+
+def missing_modules(names: tuple[str, ...]) -> list[str]:
+    return [m for m in names if importlib.util.find_spec(m) is None]
+
+
+class Backend:
+    """Describes one attention mechanism and builds its module.  Subclass and register."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    module: ClassVar[type[Attention]]
+
+    @classmethod
+    def unavailable_reason(
+        cls,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        causal: bool | None = None,
+        head_dim: int | None = None,
+        padding: bool = False,
+    ) -> str | None:
+        """``None`` when the backend can run with these settings here, else a one-line why."""
+        cap = cls.capabilities
+        missing = missing_modules(cap.requires)
+        if missing:
+            return f"package not installed: {', '.join(missing)}"
+        dev = torch.device(device).type
+        if dev not in cap.devices:
+            return f"needs {' or '.join(cap.devices)}, not {dev}"
+        if dev == "cuda" and not torch.cuda.is_available():
+            return "no CUDA device"
+        if dtype not in cap.dtypes:
+            return f"dtype {dtype_name(dtype)} not supported (supports {', '.join(dtype_name(d) for d in cap.dtypes)})"
+        if causal is True and not cap.causal:
+            return "no causal variant"
+        if causal is False and not cap.non_causal:
+            return "causal only"
+        if padding and not cap.padding_mask:
+            return "no padding-mask support"
+        if head_dim is not None:
+            if cap.head_dims is not None and head_dim not in cap.head_dims:
+                return f"head dim {head_dim} not supported (supports {cap.head_dims})"
+            if cap.max_head_dim is not None and head_dim > cap.max_head_dim:
+                return f"head dim {head_dim} > {cap.max_head_dim}"
+        return cls.extra_unavailable_reason(dev, dtype)
+
+    @classmethod
+    def extra_unavailable_reason(cls, device: str, dtype: torch.dtype) -> str | None:
+        """Hook for checks beyond the declared capabilities (e.g. compute capability)."""
+        return None
+
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The backend's options: declared defaults overridden by ``options``; unknown ones refused."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(cls.capabilities.options))
+        if unknown:
+            known = ", ".join(sorted(cls.capabilities.options)) or "none"
+            raise ValueError(f"backend {cls.name!r} has no option {', '.join(unknown)} (its options: {known})")
+        return {**cls.capabilities.options, **options}
+
+    @classmethod
+    def build(cls, d_model: int, heads: int, dropout: float = 0.0, causal: bool = False, **options: Any) -> Attention:
+        if causal and not cls.capabilities.causal:
+            raise ValueError(f"backend {cls.name!r} has no causal variant")
+        if not causal and not cls.capabilities.non_causal:
+            raise ValueError(f"backend {cls.name!r} is causal only")
+        return cls.module(d_model, heads, dropout=dropout, causal=causal, **cls.resolve_options(options))
+
+    @classmethod
+    def reference(cls, module: Attention, x: Tensor, mask: Tensor) -> Tensor:
+        """Naive oracle with ``module``'s parameters (dropout off); defaults to ``module.reference``."""
+        return module.reference(x, mask)
+
+    @classmethod
+    def build_encoder(cls, **kwargs: Any) -> nn.Module | None:
+        """A backend may supply its own L-layer encoder (ELASTIC carries dispatchers across
+        layers); ``None`` means the recommender stacks standard pre-LN blocks of ``module``."""
+        return None
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        """Versions of the packages this backend relies on (for the CSV)."""
+        return {}

@@ -1,0 +1,123 @@
+"""The recommender shell around any attention (ELASTIC_SPEC.md §3).
+
+Same for every backend, so that only the attention differs::
+
+    h = Dropout(√d · ItemEmb(items) + PosEmb(positions)) * mask
+    h = Encoder(h, mask)             # L pre-LN blocks of the backend, or its own encoder
+    h = LN(h)
+    score(u, item) = <h_u, ItemEmb(item)>            # tied output embedding
+
+Sequences are **left-padded** with item id 0, so the most recent item is always at the
+last index and the user representation served at inference is ``h[:, -1]``.  Positions
+count real items from the oldest one (0, 1, 2, ...), so padding never shifts them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import registry
+from .layers import Block, StackEncoder
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a model; frozen and hashable (a results key)."""
+
+    backend: str
+    n_items: int
+    max_len: int
+    d_model: int = 64
+    heads: int = 2
+    layers: int = 2
+    dropout: float = 0.2
+    ffn_mult: int = 4
+    causal: bool | None = None  # None: causal when the backend supports it
+    options: tuple[tuple[str, Any], ...] = field(default=())  # backend options, sorted pairs
+
+    @staticmethod
+    def make(backend: str, n_items: int, max_len: int, options: dict[str, Any] | None = None, **kw: Any) -> "ModelConfig":
+        return ModelConfig(backend, n_items, max_len, options=tuple(sorted((options or {}).items())), **kw)
+
+    def resolved_causal(self) -> bool:
+        if self.causal is not None:
+            return self.causal
+        cap = registry.get(self.backend).capabilities
+        return cap.causal
+
+
+class SeqRecModel(nn.Module):
+    """Item embeddings + positions -> L blocks of one attention backend -> tied scores."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        backend = registry.get(cfg.backend)
+        causal = cfg.resolved_causal()
+        self.causal = causal
+        options = dict(cfg.options)
+        self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.d_model, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.emb_drop = nn.Dropout(cfg.dropout)
+        encoder = backend.build_encoder(
+            d_model=cfg.d_model,
+            heads=cfg.heads,
+            layers=cfg.layers,
+            dropout=cfg.dropout,
+            causal=causal,
+            ffn_mult=cfg.ffn_mult,
+            **backend.resolve_options(options),
+        )
+        if encoder is None:
+            encoder = StackEncoder(
+                [
+                    Block(backend.build(cfg.d_model, cfg.heads, cfg.dropout, causal, **options), cfg.d_model, cfg.dropout, cfg.ffn_mult)
+                    for _ in range(cfg.layers)
+                ]
+            )
+        self.encoder = encoder
+        self.final_ln = nn.LayerNorm(cfg.d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.item_emb.weight, std=1.0 / math.sqrt(self.cfg.d_model))
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
+
+    @property
+    def backend_detail(self) -> str:
+        return getattr(self.encoder, "backend_detail", self.cfg.backend)
+
+    def embed(self, items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(input h, mask, raw item embeddings) for left-padded ``items [B, N]``."""
+        if items.shape[1] > self.cfg.max_len:
+            raise ValueError(f"sequence length {items.shape[1]} > max_len {self.cfg.max_len}")
+        mask = items != 0
+        pos = (mask.long().cumsum(1) - 1).clamp_min(0)
+        e = self.item_emb(items)
+        h = e * math.sqrt(self.cfg.d_model) + self.pos_emb(pos)
+        h = self.emb_drop(h) * mask.unsqueeze(-1).to(h.dtype)
+        return h, mask, e
+
+    def forward(self, items: Tensor) -> Tensor:
+        """Hidden states ``[B, N, D]`` of left-padded item ids ``[B, N]``."""
+        h, mask, e = self.embed(items)
+        h = self.encoder(h, mask, e)
+        return self.final_ln(h)
+
+    def user_repr(self, items: Tensor) -> Tensor:
+        """The representation served at inference: the output at the last (most recent) position."""
+        return self.forward(items)[:, -1]
+
+    def scores(self, h: Tensor) -> Tensor:
+        """Tied scores against every item (column 0 is padding and should be ignored)."""
+        return h @ self.item_emb.weight.t()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
