@@ -38,7 +38,11 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), mask))
+        return self.finish(x, self.attn(self.ln1(x), mask), mask)
+
+    def finish(self, x: Tensor, attn_out: Tensor, mask: Tensor) -> Tensor:
+        """Everything after the attention: residual, FFN sub-block, zeroing of padding."""
+        x = x + self.drop(attn_out)
         x = x + self.drop(self.ffn(self.ln2(x)))
         return x * mask.unsqueeze(-1).to(x.dtype)
 

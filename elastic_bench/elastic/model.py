@@ -1,0 +1,95 @@
+"""ELASTIC as an attention module (op level) and as an L-layer encoder (model level).
+
+- :class:`ElasticAttention` is one LDA layer with its own dispatcher source (IMR or
+  static): ``forward(LN(X), mask) -> X'``, the shape every backend has, for op-level
+  benchmarks and conformance tests.
+- :class:`ElasticEncoder` is what the recommender uses: P⁰ from IMR over the input item
+  embeddings (or static), then L pre-LN blocks whose attention is an LDA layer, the
+  dispatchers carried from layer to layer::
+
+      P⁰ = IMR(item embeddings)          (elastic-causal: static P⁰, ELASTIC_SPEC.md §1)
+      for each layer i:
+          X', P^{i+1} = LDA_i(LN(X), mask, P^i)
+          X <- X + X';  X <- X + FFN(LN(X))
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..attention import Attention
+from ..layers import Block
+from .imr import dispatcher_source
+from .lda import LDALayer
+from .naive import lda_reference
+
+
+class ElasticAttention(Attention):
+    """One LDA layer plus its dispatcher source, behind the common attention interface."""
+
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        dropout: float = 0.0,
+        causal: bool = False,
+        experts: int = 32,
+        memory_size: int = 65536,
+        topk: int | None = None,
+        chunk_size: int = 32,
+        query_pool: str = "mean",
+        sparse_grad: bool = False,
+        ffn_mult: int = 4,
+    ):
+        super().__init__(d_model, heads, dropout, causal)
+        # causal: static first-layer dispatchers (retrieval from the whole sequence would leak the future)
+        self.source = dispatcher_source(d_model, experts, 0 if causal else memory_size, topk, query_pool, sparse_grad)
+        self.layer = LDALayer(d_model, heads, dropout, causal, ffn_mult, chunk_size)
+        self.backend_detail = self.layer.backend_detail
+
+    def dispatchers(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.source(x, mask)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.layer(x, mask, self.dispatchers(x, mask))[0]
+
+    def reference(self, x: Tensor, mask: Tensor) -> Tensor:
+        ref_source = getattr(self.source, "reference", self.source)
+        return lda_reference(self.layer, x, mask, ref_source(x, mask))[0]
+
+
+class ElasticEncoder(nn.Module):
+    """The recommender's encoder for ``elastic`` / ``elastic-causal``: ``forward(h, mask, item_emb)``."""
+
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        layers: int,
+        dropout: float = 0.0,
+        causal: bool = False,
+        ffn_mult: int = 4,
+        experts: int = 32,
+        memory_size: int = 65536,
+        topk: int | None = None,
+        chunk_size: int = 32,
+        query_pool: str = "mean",
+        sparse_grad: bool = False,
+    ):
+        super().__init__()
+        self.causal = causal
+        self.source = dispatcher_source(d_model, experts, 0 if causal else memory_size, topk, query_pool, sparse_grad)
+        self.blocks = nn.ModuleList(
+            Block(LDALayer(d_model, heads, dropout, causal, ffn_mult, chunk_size), d_model, dropout, ffn_mult) for _ in range(layers)
+        )
+
+    @property
+    def backend_detail(self) -> str:
+        return self.blocks[0].attn.backend_detail if len(self.blocks) else "none"
+
+    def forward(self, h: Tensor, mask: Tensor, item_emb: Tensor | None = None) -> Tensor:
+        p = self.source(h if item_emb is None else item_emb, mask)
+        for blk in self.blocks:
+            a, p = blk.attn(blk.ln1(h), mask, p)
+            h = blk.finish(h, a, mask)
+        return h
