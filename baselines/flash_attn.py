@@ -1,0 +1,94 @@
+"""FlashAttention-2 (Dao, 2023) through the ``flash_attn`` package: exact softmax attention.
+
+O(N^2) time, O(N) extra memory (the score matrix is never materialised).  CUDA only,
+fp16/bf16, head dim <= 256, compute capability >= 8.0.
+
+- No padding (``mask.all()``): ``flash_attn_func`` on ``[B, N, H, d_h]``.
+- Padding: the real tokens are gathered into one packed ``[total, H, d_h]`` tensor with
+  ``cu_seqlens`` (the cumulative real lengths) and run through ``flash_attn_varlen_func``;
+  outputs are scattered back (padding positions get zeros).  Each sequence is attended
+  over its real tokens only, so causal attention is right for left *and* right padding:
+  the causal mask counts positions inside the packed sequence, never padded indices.
+
+``flash_attn`` is imported only when the module runs, never at import time.
+
+Example (CUDA with flash-attn installed)::
+
+    >>> attn = FlashAttnBackend.build(d_model=64, heads=2, causal=True).cuda().half()
+    >>> y = attn(x, mask)          # x: [B, N, 64] fp16 on CUDA, mask: bool [B, N]
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from elastic_bench.attention import Backend, Capabilities, QKVAttention, masked_softmax_reference
+
+
+class FlashAttnAttention(QKVAttention):
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        from flash_attn import flash_attn_func, flash_attn_varlen_func
+
+        p = self.dropout_p if self.training else 0.0
+        b, h, n, dh = q.shape
+        qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # [B, N, H, d_h]
+        if bool(mask.all()):
+            out = flash_attn_func(qt, kt, vt, dropout_p=p, causal=self.causal)
+            self.backend_detail = "flash_attn_func"
+            return out.transpose(1, 2)
+
+        idx = mask.reshape(-1).nonzero().flatten()  # real tokens, sequence by sequence, in order
+        out = q.new_zeros(b * n, h, dh)
+        if idx.numel() == 0:
+            self.backend_detail = "flash_attn_varlen_func"
+            return out.view(b, n, h, dh).transpose(1, 2)
+        lens = mask.sum(1, dtype=torch.int32)
+        cu_seqlens = F.pad(torch.cumsum(lens, 0, dtype=torch.int32), (1, 0))
+        max_len = int(lens.max())
+
+        def unpad(t: Tensor) -> Tensor:
+            return t.reshape(b * n, h, dh).index_select(0, idx)
+
+        packed = flash_attn_varlen_func(
+            unpad(qt), unpad(kt), unpad(vt), cu_seqlens, cu_seqlens, max_len, max_len, dropout_p=p, causal=self.causal
+        )
+        out = out.index_copy(0, idx, packed.to(out.dtype))
+        self.backend_detail = "flash_attn_varlen_func"
+        return out.view(b, n, h, dh).transpose(1, 2)
+
+    def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        return masked_softmax_reference(q, k, v, mask, self.causal)
+
+
+class FlashAttnBackend(Backend):
+    name = "flash-attn"
+    summary = "FlashAttention-2 (flash_attn package; varlen for padding), CUDA fp16/bf16"
+    capabilities = Capabilities(
+        devices=("cuda",),
+        dtypes=(torch.float16, torch.bfloat16),
+        max_head_dim=256,
+        requires=("flash_attn",),
+    )
+    module = FlashAttnAttention
+
+    @classmethod
+    def extra_unavailable_reason(cls, device: str, dtype: torch.dtype) -> str | None:
+        if device == "cuda" and torch.cuda.get_device_capability() < (8, 0):
+            return "FlashAttention-2 needs compute capability >= 8.0"
+        return None
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        try:
+            return {"flash_attn": importlib.metadata.version("flash_attn")}
+        except importlib.metadata.PackageNotFoundError:
+            try:
+                import flash_attn
+
+                return {"flash_attn": str(flash_attn.__version__)}
+            except Exception:
+                return {}
