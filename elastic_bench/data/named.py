@@ -46,6 +46,8 @@ def resolve(name: str, explicit_dir: str | os.PathLike | None = None) -> Path:
     if root is None:
         raise ValueError(f"dataset {name!r}: no data directory; pass --data-dir DIR or set {ENV_VAR}")
     path = root / NAMED[name].relpath
+    if not root.is_dir():
+        raise ValueError(f"dataset {name!r}: data directory {root} does not exist (from --data-dir or {ENV_VAR})")
     if not path.is_file():
         raise ValueError(f"dataset {name!r}: {path} not found (expected layout DIR/{NAMED[name].relpath})")
     return path
