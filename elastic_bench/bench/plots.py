@@ -1,0 +1,193 @@
+"""Figures of an efficiency sweep, regenerated from the results CSV alone.
+
+For every (level, device, dtype) and every pass present:
+
+- ``latency-<pass>``        latency p50 (ms) vs sequence length, p20–p80 band, log-log
+- ``speedup-<pass>``        speed-up vs the baseline (× baseline latency / latency)
+- ``memory-<pass>``         peak and activation memory (MB) vs sequence length
+- ``mem-reduction-<pass>``  peak and activation memory reduction vs the baseline (%)
+
+Each figure is written as PNG and PDF, with the exact CSV subset it was drawn from beside
+it (``<name>.csv``, derived columns included); the x axis is log₂ sequence length, axes
+carry units and a footnote gives device, dtype, level, date and baseline.  Only
+``status == "ok"`` rows are drawn, and speed-ups only come from :mod:`.compare` (matched
+rows, both ok), so an ``incorrect`` backend never gets one.
+
+Example::
+
+    >>> plot_results(["results/sweep-cpu.csv"], baseline="softmax", out_dir="reports/sweep-cpu")
+    [PosixPath('reports/sweep-cpu/latency-infer.png'), ...]
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from .compare import series_labels, with_baseline  # noqa: E402
+from .grammar import human_int  # noqa: E402
+from .store import load_results  # noqa: E402
+
+PASS_ORDER = ("infer", "fwd", "fwd_bwd", "train_step")
+GROUP_KEYS = ("level", "device", "device_name", "dtype")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower()[:40]
+
+
+def efficiency_rows(paths: Iterable[str | Path] | pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """All efficiency rows with ``series`` labels and the derived comparison columns."""
+    df = paths if isinstance(paths, pd.DataFrame) else load_results(list(paths))
+    if "task" in df:
+        df = df[df["task"].isin(["efficiency", ""])]
+    df = with_baseline(df, baseline)
+    df["series"] = series_labels(df) if len(df) else []
+    return df
+
+
+def figure_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(name suffix, rows) per (level, device, dtype); the suffix only names what varies."""
+    keys = [k for k in GROUP_KEYS if k in df]
+    varying = [k for k in keys if df[k].nunique() > 1]
+    groups = []
+    for values, sub in df.groupby(keys, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        named = dict(zip(keys, values))
+        suffix = "".join(f"-{_slug(named[k])}" for k in varying)
+        groups.append((suffix, sub))
+    return groups
+
+
+def footnote(sub: pd.DataFrame, baseline: str | None) -> str:
+    dates = sorted(d[:10] for d in sub["created_at"].astype(str) if d)
+    date = dates[0] if dates and dates[0] == dates[-1] else (f"{dates[0]} – {dates[-1]}" if dates else "")
+    first = sub.iloc[0]
+    parts = [
+        f"{first.get('device_name') or first.get('device')} ({first.get('device')})",
+        f"dtype {first.get('dtype')}",
+        f"level {first.get('level')}",
+        f"d={_int(first.get('d_model'))} h={_int(first.get('heads'))} L={_int(first.get('layers'))}",
+        f"torch {first.get('torch')}",
+        date,
+    ]
+    if baseline:
+        parts.append(f"baseline {baseline}")
+    return " · ".join(str(p) for p in parts if p)
+
+
+def _int(v: object) -> str:
+    try:
+        return str(int(float(v)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _log2_x(ax: plt.Axes) -> None:
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: human_int(int(round(x))) if x >= 1 else f"{x:g}"))
+    ax.set_xlabel("sequence length N (tokens, log₂)")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _save(fig: plt.Figure, rows: pd.DataFrame, out_dir: Path, name: str, note: str) -> list[Path]:
+    fig.text(0.01, 0.005, note, fontsize=7, color="0.35", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf", out_dir / f"{name}.csv"]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    rows.to_csv(paths[2], index=False)
+    return paths
+
+
+def _lines(ax: plt.Axes, rows: pd.DataFrame, y: str, band: tuple[str, str] | None = None, scale: float = 1.0) -> bool:
+    drawn = False
+    for label, s in rows.sort_values("seq_len").groupby("series", sort=True):
+        s = s.dropna(subset=[y])
+        if s.empty:
+            continue
+        style = "--" if "obj=last" in str(label) else "-"
+        (line,) = ax.plot(s["seq_len"], s[y] * scale, marker="o", ms=3, ls=style, label=label)
+        if band and s[band[0]].notna().all():
+            ax.fill_between(s["seq_len"], s[band[0]] * scale, s[band[1]] * scale, color=line.get_color(), alpha=0.15)
+        drawn = True
+    return drawn
+
+
+def plot_group(sub: pd.DataFrame, suffix: str, baseline: str, out_dir: Path) -> list[Path]:
+    """The four figures of each pass of one (level, device, dtype) group."""
+    written: list[Path] = []
+    ok = sub[sub["status"] == "ok"]
+    passes = [p for p in PASS_ORDER if p in set(ok["pass"])] + sorted(set(ok["pass"]) - set(PASS_ORDER))
+    for p in passes:
+        rows = ok[ok["pass"] == p]
+        note = footnote(rows, None)
+        # latency
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        _lines(ax, rows, "latency_ms_p50", ("latency_ms_p20", "latency_ms_p80"))
+        _log2_x(ax)
+        ax.set_yscale("log")
+        ax.set_ylabel("latency p50 (ms, log; band p20–p80)")
+        ax.set_title(f"Latency vs sequence length — {p}")
+        ax.legend(fontsize=7)
+        written += _save(fig, rows, out_dir, f"latency-{p}{suffix}", note)
+        # speed-up
+        rel = rows[rows["speedup"].notna() & (rows["model"] != baseline)]
+        if not rel.empty:
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            _lines(ax, rel, "speedup")
+            ax.axhline(1.0, color="0.3", lw=1, ls="--")
+            _log2_x(ax)
+            ax.set_yscale("log", base=2)
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"×{v:g}"))
+            ax.set_ylabel(f"speed-up vs {baseline} (×, log₂)")
+            ax.set_title(f"Speed-up vs {baseline} — {p}")
+            ax.legend(fontsize=7)
+            written += _save(fig, rel, out_dir, f"speedup-{p}{suffix}", footnote(rel, baseline))
+        # memory
+        if rows["peak_mem_mb"].notna().any():
+            fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+            for ax, col, title in ((axes[0], "peak_mem_mb", "peak memory"), (axes[1], "act_mem_mb", "activation memory (peak − base)")):
+                _lines(ax, rows, col)
+                _log2_x(ax)
+                ax.set_yscale("log")
+                ax.set_ylabel(f"{title} (MB, log)")
+                ax.set_title(f"{title.capitalize()} — {p}", fontsize=10)
+            axes[0].legend(fontsize=7)
+            mm = rows["mem_method"].iloc[0] if "mem_method" in rows else ""
+            written += _save(fig, rows, out_dir, f"memory-{p}{suffix}", note + f" · memory: {mm}")
+        # memory reduction
+        red = rows[rows["peak_mem_reduction"].notna() & (rows["model"] != baseline)]
+        if not red.empty:
+            fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+            for ax, col, title in ((axes[0], "peak_mem_reduction", "peak memory"), (axes[1], "act_mem_reduction", "activation memory")):
+                _lines(ax, red, col, scale=100.0)
+                ax.axhline(0.0, color="0.3", lw=1, ls="--")
+                _log2_x(ax)
+                ax.set_ylabel(f"{title} reduction vs {baseline} (%)")
+                ax.set_title(f"{title.capitalize()} reduction — {p}", fontsize=10)
+            axes[0].legend(fontsize=7)
+            written += _save(fig, red, out_dir, f"mem-reduction-{p}{suffix}", footnote(red, baseline))
+    return written
+
+
+def plot_results(paths: Iterable[str | Path] | pd.DataFrame, baseline: str = "softmax", out_dir: str | Path = "reports/plots") -> list[Path]:
+    """Write every figure of the results in ``paths`` to ``out_dir``; returns the files written."""
+    df = efficiency_rows(paths, baseline)  # raises on a missing or foreign file before anything is created
+    written: list[Path] = []
+    if df.empty:
+        return written
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for suffix, sub in figure_groups(df):
+        written += plot_group(sub, suffix, baseline, out)
+    return written

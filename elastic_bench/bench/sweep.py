@@ -1,0 +1,403 @@
+"""The sweep engine: expand a :class:`SweepSpec` into cells, measure each, append a row.
+
+For every cell, in order:
+
+1. already in the output with a final status -> skipped (resumption; ``--no-resume`` reruns);
+2. backend not loadable or not usable here (device, dtype, causal, head dim, padding)
+   -> ``skipped:<reason>``; a longer sequence of a series that ran out of memory
+   -> ``skipped:oom at seq_len=N``;
+3. correctness gate (:mod:`.gate`, cached per backend/options/dtype) -> ``incorrect`` and
+   never timed when it fails;
+4. build the workload (:mod:`.passes`), count FLOPs on the first (untimed) call
+   (:mod:`.flops`), warm up, time (:mod:`.timer`), then measure memory in a separate call
+   (:mod:`.memory`) -> ``ok``;
+5. an out-of-memory error anywhere -> ``oom`` (memory freed, the sweep goes on); any other
+   exception -> ``error:<ExceptionType>`` with its message in ``reason``.
+
+Each row is appended and fsync'ed at once (:mod:`.store`), so Ctrl-C loses at most the cell
+in flight.  The engine imports no model: backends come from the registry by name.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..environment import environment
+from ..environment import device_name as _device_name
+from .cells import Cell, backend_info, expand
+from .flops import pass_flops
+from .grammar import human_int
+from .gate import GATE_MAX_LEN, GateResult, check_backend
+from .memory import measure_memory
+from .passes import build_workload
+from .spec import SweepSpec
+from .store import ResultsStore
+from .timer import time_pass, warm_up
+
+PREVIEW_ROWS = 12
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA's ``OutOfMemoryError`` or an allocator's "out of memory" / "can't allocate" error."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class Plan:
+    spec: SweepSpec
+    cells: list[Cell]
+    done: dict[str, str]  # config_hash -> status already in the output
+
+    @property
+    def todo(self) -> list[Cell]:
+        return [c for c in self.cells if c.config_hash() not in self.done]
+
+
+@dataclass
+class SweepResult:
+    out: Path
+    total: int
+    already_done: int
+    ran: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    interrupted: bool = False
+    plots: list[Path] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def make_plan(spec: SweepSpec) -> Plan:
+    """The expanded grid and what the output already holds (validates the output's schema)."""
+    device = torch.device(spec.device)
+    cells = expand(spec, _device_name(device))
+    store = ResultsStore(spec.out)
+    store.check_schema()
+    done: dict[str, str] = {}
+    if spec.resume:
+        done = store.completed()
+        if spec.retry_errors:
+            done = {h: s for h, s in done.items() if not s.startswith(("error:", "skipped:"))}
+    return Plan(spec, cells, done)
+
+
+def _options_text(cell: Cell, axes: set[str]) -> str:
+    """The swept options of a cell (the others are the backend's defaults)."""
+    return ",".join(f"{k}={human_int(v) if isinstance(v, int) and not isinstance(v, bool) else v}" for k, v in cell.options if k in axes)
+
+
+def print_plan(plan: Plan, console: Console) -> None:
+    """The grid's size and a preview table (first and last cells)."""
+    spec = plan.spec
+    todo = len(plan.todo)
+    console.print(
+        f"[bold]Grid:[/] {len(plan.cells)} cells on {spec.device} — {todo} to run, "
+        f"{len(plan.cells) - todo} already in {spec.out}"
+    )
+    for note in spec.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    axes = {name for name, _ in spec.option_axes}
+    getters = {
+        "level": lambda c: c.level,
+        "pass": lambda c: c.pass_,
+        "dtype": lambda c: c.dtype,
+        "model": lambda c: c.model,
+        "options": lambda c: _options_text(c, axes),
+        "objective": lambda c: c.objective or "-",
+        "d/h/L": lambda c: f"{c.d_model}/{c.heads}/{c.layers}",
+        "batch": lambda c: str(c.batch),
+        "seq_len": lambda c: str(c.seq_len),
+    }
+    always = {"model", "batch", "seq_len"}
+    cols = [k for k, get in getters.items() if k in always or len({get(c) for c in plan.cells}) > 1]
+    constant = [f"{k}={getters[k](plan.cells[0])}" for k in getters if k not in cols and plan.cells and getters[k](plan.cells[0])]
+    if constant:
+        console.print("[dim]every cell: " + ", ".join(constant) + "[/]")
+    idx = list(range(len(plan.cells)))
+    shown = idx if len(idx) <= PREVIEW_ROWS else idx[: PREVIEW_ROWS - 2] + [-1] + idx[-2:]
+    body = []
+    for i in shown:
+        if i == -1:
+            body.append(["…"] + [""] * (len(cols) + 1))
+            continue
+        c = plan.cells[i]
+        body.append([str(i + 1), *[getters[k](c) for k in cols], plan.done.get(c.config_hash(), "pending")])
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, padding=(0, 1), collapse_padding=True)
+    for j, col in enumerate(["#"] + cols + ["state"]):
+        width = max([len(col)] + [len(r[j]) for r in body])
+        table.add_column(col, justify="right" if col in ("#", "batch", "seq_len") else "left", min_width=width, overflow="fold")
+    for r in body:
+        table.add_row(*r)
+    console.print(table)
+
+
+def _base_row(cell: Cell, run_id: str, env: dict[str, str], backend: Any | None) -> dict[str, Any]:
+    versions = env["backend_versions"]
+    if backend is not None:
+        try:
+            extra = ";".join(f"{k}={v}" for k, v in backend.versions().items())
+        except Exception:  # noqa: BLE001 - versions are informative only
+            extra = ""
+        versions = ";".join(x for x in (versions, extra) if x)
+    opts = dict(cell.options)
+    return {
+        "run_id": run_id,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **env,
+        "backend_versions": versions,
+        "device_name": cell.device_name or env["device_name"],
+        "task": cell.task,
+        "level": cell.level,
+        "model": cell.model,
+        "options": ";".join(f"{k}={v}" for k, v in cell.options),
+        "causal": cell.causal,
+        "objective": cell.objective,
+        "loss": cell.loss,
+        "pass": cell.pass_,
+        "dtype": cell.dtype,
+        "batch": cell.batch,
+        "seq_len": cell.seq_len,
+        "d_model": cell.d_model,
+        "heads": cell.heads,
+        "layers": cell.layers,
+        "n_items": cell.n_items or "",
+        "experts": opts.get("experts", ""),
+        "memory_size": opts.get("memory_size", ""),
+        "topk": opts.get("topk", ""),
+        "padding": cell.padding,
+        "dropout": cell.dropout,
+        "seed": cell.seed,
+        "cpu_threads": torch.get_num_threads() if cell.device == "cpu" else "",
+        "dataset": f"synthetic:{cell.padding}",
+        "config_hash": cell.config_hash(),
+    }
+
+
+class Engine:
+    """Measures cells one by one (state: the gate cache and where series ran out of memory)."""
+
+    def __init__(self, spec: SweepSpec):
+        self.spec = spec
+        self.device = torch.device(spec.device)
+        self.gates: dict[tuple, GateResult | BaseException] = {}
+        self.oom_at: dict[Cell, tuple[int, int]] = {}
+
+    def gate(self, backend: Any, cell: Cell) -> GateResult:
+        key = (cell.model, cell.dtype, cell.d_model, cell.heads, cell.causal, cell.options, min(cell.seq_len, GATE_MAX_LEN))
+        if key not in self.gates:
+            try:
+                self.gates[key] = check_backend(
+                    backend,
+                    device=self.device,
+                    run_dtype=cell.dtype,
+                    d_model=cell.d_model,
+                    heads=cell.heads,
+                    causal=cell.causal,
+                    options=cell.options,
+                    seq_len=cell.seq_len,
+                    seed=cell.seed,
+                )
+            except Exception as exc:  # noqa: BLE001 - recorded on the row
+                if is_oom(exc):
+                    raise
+                self.gates[key] = exc
+        result = self.gates[key]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def measure(self, cell: Cell, backend: Any) -> dict[str, Any]:
+        """Fields of an ``ok`` or ``incorrect`` row; raises on OOM and errors."""
+        spec, device = self.spec, self.device
+        try:
+            g = self.gate(backend, cell)
+        except Exception as exc:  # noqa: BLE001
+            if is_oom(exc):
+                raise
+            return {"status": f"error:{type(exc).__name__}", "reason": f"gate: {exc}"}
+        fields: dict[str, Any] = {"gate_dtype": g.dtype, "gate_max_err": g.max_err}
+        if not g.ok:
+            return {**fields, "status": "incorrect", "reason": g.reason}
+        work = build_workload(cell, device)
+        try:
+            fields["params"] = work.num_parameters()
+            try:
+                fields["flops"], fields["flops_method"] = pass_flops(cell, backend, work.run, work.module, work.forward)
+                # the counted call was a real, untimed run of the pass: it is the first warm-up
+                warm = spec.warmup if fields["flops_method"] == "counter" else max(1, spec.warmup)
+            except Exception as exc:  # noqa: BLE001 - FLOPs are informative; the timing still counts
+                if is_oom(exc):
+                    raise
+                fields["flops_method"] = f"failed:{type(exc).__name__}"
+                warm = max(1, spec.warmup)
+            warm_up(work.run, device, warm)
+            t = time_pass(work.run, device, repeats=spec.repeats, min_time=spec.min_time)
+            work.reset()
+            mem = measure_memory(work.run, device, work.resident)
+            fields.update(
+                status="ok",
+                backend_detail=work.backend_detail,
+                n_samples=t.n_samples,
+                timer_mode=t.mode,
+                latency_ms_p50=t.p50_ms,
+                latency_ms_p20=t.p20_ms,
+                latency_ms_p80=t.p80_ms,
+                tokens_per_s=cell.batch * cell.seq_len / (t.p50_ms / 1e3) if t.p50_ms > 0 else None,
+                peak_mem_mb=mem.peak_mb,
+                act_mem_mb=mem.act_mb,
+                reserved_mem_mb=mem.reserved_mb,
+                mem_method=mem.method,
+            )
+            return fields
+        finally:
+            del work
+            free_memory(device)
+
+    def run_cell(self, cell: Cell) -> tuple[dict[str, Any], Any]:
+        """All outcome fields of ``cell`` (never raises except KeyboardInterrupt/SystemExit)."""
+        info = backend_info(cell.model)
+        if info.cls is None:
+            return {"status": f"skipped:{info.load_error}"}, None
+        backend = info.cls
+        why = backend.unavailable_reason(
+            self.device,
+            _dtype(cell.dtype),
+            causal=cell.causal,
+            head_dim=cell.d_model // cell.heads,
+            padding=cell.padding != "full",
+        )
+        if why:
+            return {"status": f"skipped:{why}"}, backend
+        series = cell.series()
+        if series in self.oom_at:
+            n, tokens = self.oom_at[series]
+            if cell.seq_len > n and cell.batch * cell.seq_len >= tokens:
+                return {"status": f"skipped:oom at seq_len={n}"}, backend
+        try:
+            return self.measure(cell, backend), backend
+        except Exception as exc:  # noqa: BLE001 - every failure is a row
+            fields = self._failure(cell, exc)
+            exc.__traceback__ = None  # drop the frames (and their tensors) before freeing memory
+        free_memory(self.device)
+        return fields, backend
+
+    def _failure(self, cell: Cell, exc: Exception) -> dict[str, Any]:
+        if is_oom(exc):
+            series = cell.series()
+            prev = self.oom_at.get(series)
+            if prev is None or cell.seq_len < prev[0]:
+                self.oom_at[series] = (cell.seq_len, cell.batch * cell.seq_len)
+            return {"status": "oom", "reason": str(exc).splitlines()[0][:300] if str(exc) else "out of memory"}
+        return {"status": f"error:{type(exc).__name__}", "reason": str(exc)[:500]}
+
+
+def _dtype(name: str) -> torch.dtype:
+    from ..attention import DTYPE_NAMES
+
+    return DTYPE_NAMES[name]
+
+
+def _summary(fields: dict[str, Any]) -> str:
+    status = fields.get("status", "")
+    if status == "ok":
+        return f"ok {fields['latency_ms_p50']:.2f} ms, {fields['peak_mem_mb']:.0f} MB"
+    return status[:60]
+
+
+def run_sweep(spec: SweepSpec, console: Console | None = None, progress: bool = True) -> SweepResult:
+    """Run (or, with ``spec.dry_run``, only print) the sweep; returns what happened."""
+    console = console or Console()
+    plan = make_plan(spec)
+    print_plan(plan, console)
+    result = SweepResult(Path(spec.out), len(plan.cells), len(plan.cells) - len(plan.todo))
+    if spec.dry_run:
+        console.print("[dim]--dry-run: nothing measured, nothing written[/]")
+        return result
+    todo = plan.todo
+    t0 = time.perf_counter()
+    if todo:
+        run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        env = environment(torch.device(spec.device).type)
+        threads_before = torch.get_num_threads()
+        if spec.threads and spec.device_type == "cpu":
+            torch.set_num_threads(spec.threads)
+        engine = Engine(spec)
+        store = ResultsStore(spec.out)
+        store.open()
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[last]}"),
+            console=console,
+            disable=not progress,
+        )
+        try:
+            with bar:
+                task = bar.add_task("sweep", total=len(todo), last="")
+                for cell in todo:
+                    bar.update(task, description=f"[cyan]{cell.label()}[/]")
+                    c0 = time.perf_counter()
+                    fields, backend = engine.run_cell(cell)
+                    row = {**_base_row(cell, run_id, env, backend), **fields, "wall_s": round(time.perf_counter() - c0, 3)}
+                    store.append(row)
+                    result.ran += 1
+                    result.statuses[_status_kind(row["status"])] += 1
+                    bar.update(task, advance=1, last=f"last: {cell.model} N={cell.seq_len} {_summary(fields)}")
+        except KeyboardInterrupt:
+            result.interrupted = True
+            console.print(f"[yellow]interrupted:[/] {result.ran} rows written to {spec.out}; rerun the same command to resume")
+            raise
+        finally:
+            store.close()
+            torch.set_num_threads(threads_before)
+            result.wall_s = time.perf_counter() - t0
+    console.print(
+        f"[bold]Done:[/] {result.ran} rows written in {result.wall_s:.1f} s, {result.already_done} cells already done"
+        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(result.statuses.items()))})" if result.statuses else "")
+        + f" -> {spec.out}"
+    )
+    if spec.plot:
+        out_dir = default_report_dir(spec.out)
+        if result.ran or not out_dir.exists():
+            try:
+                from .plots import plot_results
+
+                result.plots = plot_results([spec.out], baseline=spec.baseline, out_dir=out_dir)
+                n = sum(1 for p in result.plots if p.suffix == ".png")
+                console.print(f"plots: {n} figures (PNG + PDF + CSV subset each) in {out_dir}/")
+            except Exception as exc:  # noqa: BLE001 - a figure problem must not lose the sweep
+                console.print(f"[yellow]plots failed:[/] {type(exc).__name__}: {exc}")
+    return result
+
+
+def _status_kind(status: str) -> str:
+    return status.split(":", 1)[0]
+
+
+def default_report_dir(csv_path: str | Path) -> Path:
+    """``results/x.csv`` -> ``reports/x`` (beside ``results/``'s parent)."""
+    return Path("reports") / Path(csv_path).stem
