@@ -6,15 +6,19 @@ from torch import Tensor, nn
 
 from .attention import Attention
 
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+
 
 class FeedForward(nn.Module):
-    """Position-wise FFN: Linear(d, m·d) -> GELU -> dropout -> Linear(m·d, d)."""
+    """Position-wise FFN: Linear(d, m·d) -> GELU (or ReLU) -> dropout -> Linear(m·d, d)."""
 
-    def __init__(self, d_model: int, mult: int = 4, dropout: float = 0.0):
+    def __init__(self, d_model: int, mult: int = 4, dropout: float = 0.0, act: str = "gelu"):
         super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"ffn activation {act!r}; accepted: {', '.join(ACTIVATIONS)}")
         self.net = nn.Sequential(
             nn.Linear(d_model, mult * d_model),
-            nn.GELU(),
+            ACTIVATIONS[act](),
             nn.Dropout(dropout),
             nn.Linear(mult * d_model, d_model),
         )
@@ -29,12 +33,12 @@ class Block(nn.Module):
         x <- x + Dropout(Attn(LN(x), mask));  x <- x + Dropout(FFN(LN(x)));  x <- x * mask
     """
 
-    def __init__(self, attn: Attention, d_model: int, dropout: float = 0.0, ffn_mult: int = 4):
+    def __init__(self, attn: Attention, d_model: int, dropout: float = 0.0, ffn_mult: int = 4, ffn_act: str = "gelu"):
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model)
         self.attn = attn
         self.ln2 = nn.LayerNorm(d_model)
-        self.ffn = FeedForward(d_model, ffn_mult, dropout)
+        self.ffn = FeedForward(d_model, ffn_mult, dropout, ffn_act)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

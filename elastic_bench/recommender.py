@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import registry
@@ -37,6 +38,8 @@ class ModelConfig:
     layers: int = 2
     dropout: float = 0.2
     ffn_mult: int = 4
+    ffn_act: str = "gelu"
+    l2_norm: bool = False  # score with L2-normalised user and item embeddings (cosine)
     causal: bool | None = None  # None: causal when the backend supports it
     options: tuple[tuple[str, Any], ...] = field(default=())  # backend options, sorted pairs
 
@@ -71,12 +74,13 @@ class SeqRecModel(nn.Module):
             dropout=cfg.dropout,
             causal=causal,
             ffn_mult=cfg.ffn_mult,
+            ffn_act=cfg.ffn_act,
             **backend.resolve_options(options),
         )
         if encoder is None:
             encoder = StackEncoder(
                 [
-                    Block(backend.build(cfg.d_model, cfg.heads, cfg.dropout, causal, **options), cfg.d_model, cfg.dropout, cfg.ffn_mult)
+                    Block(backend.build(cfg.d_model, cfg.heads, cfg.dropout, causal, **options), cfg.d_model, cfg.dropout, cfg.ffn_mult, cfg.ffn_act)
                     for _ in range(cfg.layers)
                 ]
             )
@@ -85,10 +89,12 @@ class SeqRecModel(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.item_emb.weight, std=1.0 / math.sqrt(self.cfg.d_model))
+        # small item embeddings (x √d on input: ~0.14 per dim, as the positions): Adam's
+        # fixed-size steps then move them quickly, which matters most for cosine scores
+        nn.init.trunc_normal_(self.item_emb.weight, std=0.02, a=-0.04, b=0.04)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
-        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        nn.init.trunc_normal_(self.pos_emb.weight, std=1.0 / math.sqrt(self.cfg.d_model))
 
     @property
     def backend_detail(self) -> str:
@@ -115,9 +121,18 @@ class SeqRecModel(nn.Module):
         """The representation served at inference: the output at the last (most recent) position."""
         return self.forward(items)[:, -1]
 
+    def output_embeddings(self) -> Tensor:
+        """The item embeddings scores are taken against (L2-normalised when ``cfg.l2_norm``)."""
+        w = self.item_emb.weight
+        return F.normalize(w, dim=-1, eps=1e-6) if self.cfg.l2_norm else w
+
+    def score_queries(self, h: Tensor) -> Tensor:
+        """User representations as scored (L2-normalised when ``cfg.l2_norm``)."""
+        return F.normalize(h, dim=-1, eps=1e-6) if self.cfg.l2_norm else h
+
     def scores(self, h: Tensor) -> Tensor:
         """Tied scores against every item (column 0 is padding and should be ignored)."""
-        return h @ self.item_emb.weight.t()
+        return self.score_queries(h) @ self.output_embeddings().t()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

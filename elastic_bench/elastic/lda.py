@@ -86,7 +86,9 @@ class LDALayer(nn.Module):
     ``P`` is ``[B, k, d]`` (sequence-dependent dispatchers) or ``[1, k, d]`` (static ones).
     """
 
-    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, causal: bool = False, ffn_mult: int = 4, chunk_size: int = 32):
+    def __init__(
+        self, d_model: int, heads: int, dropout: float = 0.0, causal: bool = False, ffn_mult: int = 4, chunk_size: int = 32, ffn_act: str = "gelu"
+    ):
         super().__init__()
         if d_model % heads:
             raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
@@ -102,7 +104,7 @@ class LDALayer(nn.Module):
         self.o1 = nn.Linear(d_model, d_model)
         # dispatcher FFN
         self.ln_ffn = nn.LayerNorm(d_model)
-        self.ffn = FeedForward(d_model, ffn_mult, dropout)
+        self.ffn = FeedForward(d_model, ffn_mult, dropout, ffn_act)
         # unpack: the sequence (queries) over the dispatchers (keys, values)
         self.ln_unpack = None if causal else nn.LayerNorm(d_model)  # non-causal only (module docstring)
         self.q2, self.k2, self.v2 = HeadProjection(d_model, heads), HeadProjection(d_model, heads), HeadProjection(d_model, heads)

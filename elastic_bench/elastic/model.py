@@ -69,6 +69,7 @@ class ElasticEncoder(nn.Module):
         dropout: float = 0.0,
         causal: bool = False,
         ffn_mult: int = 4,
+        ffn_act: str = "gelu",
         experts: int = 32,
         memory_size: int = 65536,
         topk: int | None = None,
@@ -80,7 +81,8 @@ class ElasticEncoder(nn.Module):
         self.causal = causal
         self.source = dispatcher_source(d_model, experts, 0 if causal else memory_size, topk, query_pool, sparse_grad)
         self.blocks = nn.ModuleList(
-            Block(LDALayer(d_model, heads, dropout, causal, ffn_mult, chunk_size), d_model, dropout, ffn_mult) for _ in range(layers)
+            Block(LDALayer(d_model, heads, dropout, causal, ffn_mult, chunk_size, ffn_act), d_model, dropout, ffn_mult, ffn_act)
+            for _ in range(layers)
         )
 
     @property

@@ -1,0 +1,1 @@
+"""Training and evaluation of any backend inside the recommender shell."""

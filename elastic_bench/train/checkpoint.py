@@ -1,0 +1,50 @@
+"""Checkpoints written atomically after every epoch, so an interrupted run resumes where it was.
+
+A checkpoint holds the model, optimisers, schedulers, the loop state (epoch, best
+validation score, patience, history), the best model's weights, and the RNG states.
+It is only resumed by the same configuration (:meth:`TrainConfig.checkpoint_key`: all but the
+stopping rules, so a finished run can be extended with more epochs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+
+
+def save_checkpoint(path: Path, cfg: TrainConfig, model, optimizers, schedulers, state: dict[str, Any], best_state) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "checkpoint_key": cfg.checkpoint_key(),
+        "config": cfg.to_dict(),
+        "model": model.state_dict(),
+        "optimizers": [o.state_dict() for o in optimizers],
+        "schedulers": [s.state_dict() for s in schedulers],
+        "state": state,
+        "best_state": best_state,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, cfg: TrainConfig, model, optimizers, schedulers) -> tuple[dict[str, Any], Any]:
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("checkpoint_key") != cfg.checkpoint_key():
+        raise ValueError(f"{path}: checkpoint of another configuration; use --no-resume or another --checkpoint")
+    model.load_state_dict(payload["model"])
+    for o, s in zip(optimizers, payload["optimizers"]):
+        o.load_state_dict(s)
+    for sch, s in zip(schedulers, payload["schedulers"]):
+        sch.load_state_dict(s)
+    torch.set_rng_state(payload["torch_rng"])
+    if payload.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    return payload["state"], payload["best_state"]

@@ -1,0 +1,87 @@
+"""The training configuration: one frozen, hashable dataclass (the results key and the manifest)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one training run.  ``options`` are the backend's own
+    (experts, memory_size, topk, ...), as sorted ``(name, value)`` pairs."""
+
+    model: str = "softmax"
+    data: str = "synthetic"  # a named dataset, a file path, or synthetic[:key=value,...]
+    fmt: str = "auto"
+    max_len: int = 200
+    # model
+    d_model: int = 64
+    heads: int = 2
+    layers: int = 2
+    dropout: float = 0.2
+    ffn_mult: int = 4
+    ffn_act: str = "gelu"
+    l2_norm: bool = False
+    options: tuple[tuple[str, Any], ...] = ()
+    # objective and loss
+    objective: str = "auto"  # auto: all for causal models, last otherwise
+    loss: str = "full"  # full | sampled
+    negatives: int = 128
+    temperature: float = 1.0
+    # optimisation
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    clip: float = 1.0
+    epochs: int = 100
+    patience: int = 10  # evaluations without a better validation NDCG@10 before stopping
+    max_minutes: float = 0.0  # wall-clock budget (0 = none): stop after the epoch that crosses it
+    # evaluation
+    eval: str = "full"
+    eval_every: int = 1
+    eval_batch: int = 256
+    exclude_history: bool = False
+    # run
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+
+    def with_options(self, **kw: Any) -> "TrainConfig":
+        return replace(self, options=tuple(sorted({**dict(self.options), **kw}.items())))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["options"] = dict(self.options)
+        return d
+
+    def config_hash(self) -> str:
+        """Stable hash of what defines the run's result (not where it runs)."""
+        d = self.to_dict()
+        d.pop("device")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def checkpoint_key(self) -> str:
+        """What a checkpoint must share to be resumed: everything but the stopping rules
+        (so a finished run can be extended with more epochs) and the device."""
+        d = self.to_dict()
+        for k in ("device", "epochs", "patience", "max_minutes"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @staticmethod
+    def field_names() -> list[str]:
+        return [f.name for f in fields(TrainConfig)]
+
+
+def config_from_mapping(base: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+    """``base`` with ``values`` applied; backend options (experts, memory_size, ...) go to ``options``."""
+    names = set(TrainConfig.field_names())
+    direct = {k: v for k, v in values.items() if k in names and k != "options"}
+    extra = {k: v for k, v in values.items() if k not in names}
+    cfg = replace(base, **direct)
+    opts = {**dict(base.options), **dict(values.get("options", {})), **extra}
+    return replace(cfg, options=tuple(sorted(opts.items())))

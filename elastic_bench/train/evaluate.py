@@ -1,0 +1,108 @@
+"""Evaluation protocols: full-catalogue ranking (default) and sampled ranking (only when asked).
+
+- ``full``: the target is ranked against every item of the catalogue.  Items already in
+  the user's history are ranked as usual unless ``exclude_history`` (then every history
+  item but the target is removed from the ranking).
+- ``sampled:N[:uniform|pop]``: the target against N negatives drawn without replacement
+  from the items the user never interacted with, uniformly or by popularity.  Its numbers
+  are *not* comparable with full ranking, so every output names the protocol.
+
+Scores are computed in batches so that ``batch × n_items`` floats fit in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.batching import iterate_batches
+from ..data.splits import EvalSet
+from ..metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
+
+
+@dataclass(frozen=True)
+class Protocol:
+    kind: str = "full"  # full | sampled
+    negatives: int = 0
+    sampler: str = "uniform"  # uniform | pop
+
+    @property
+    def label(self) -> str:
+        return "full" if self.kind == "full" else f"sampled:{self.negatives}:{self.sampler}"
+
+    @staticmethod
+    def parse(text: str) -> "Protocol":
+        """``full`` | ``sampled:N`` | ``sampled:N:uniform`` | ``sampled:N:pop``."""
+        parts = text.split(":")
+        if parts == ["full"]:
+            return Protocol()
+        if parts[0] == "sampled" and len(parts) in (2, 3) and parts[1].isdigit() and int(parts[1]) > 0:
+            sampler = parts[2] if len(parts) == 3 else "uniform"
+            if sampler in ("uniform", "pop"):
+                return Protocol("sampled", int(parts[1]), sampler)
+        raise ValueError(f"--eval {text}: accepted forms are full, sampled:N, sampled:N:uniform, sampled:N:pop")
+
+
+def _sample_negatives(history: np.ndarray, target: int, n_items: int, n: int, p: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    seen = np.zeros(n_items + 1, dtype=bool)
+    seen[history] = True
+    seen[target] = True
+    seen[0] = True
+    allowed = np.flatnonzero(~seen)
+    if len(allowed) < n:
+        raise ValueError(f"sampled:{n}: a user has only {len(allowed)} unseen items")
+    w = None if p is None else p[allowed] / p[allowed].sum()
+    return rng.choice(allowed, size=n, replace=False, p=w)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    split: EvalSet,
+    histories: list[np.ndarray],
+    protocol: Protocol = Protocol(),
+    ks: tuple[int, ...] = DEFAULT_KS,
+    batch_size: int = 256,
+    exclude_history: bool = False,
+    item_counts: np.ndarray | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``split``; ``histories[u]`` are the items user ``u`` saw before the target."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    n_items = model.cfg.n_items
+    rng = np.random.default_rng(seed)
+    pop = None
+    if protocol.kind == "sampled" and protocol.sampler == "pop":
+        if item_counts is None:
+            raise ValueError("sampled:N:pop needs item popularity counts")
+        pop = item_counts.astype(np.float64) + 1e-12
+    ranks = np.empty(len(split.targets), dtype=np.int64)
+    for items, targets, idx in iterate_batches(split.inputs, split.targets, batch_size, None, device):
+        with torch.autocast(device.type, enabled=False):
+            scores = model.scores(model.user_repr(items)).float()  # [B, 1 + n_items]
+        if protocol.kind == "full":
+            scores[:, 0] = float("-inf")  # padding id
+            if exclude_history:
+                for row, i in enumerate(idx):
+                    hist = histories[i]
+                    hist = hist[hist != split.targets[i]]
+                    scores[row, torch.as_tensor(hist, device=device)] = float("-inf")
+            ranks[idx] = target_ranks(scores, targets).cpu().numpy()
+        else:
+            cand = np.stack(
+                [
+                    np.concatenate([[split.targets[i]], _sample_negatives(histories[i], int(split.targets[i]), n_items, protocol.negatives, pop, rng)])
+                    for i in idx
+                ]
+            )
+            cand_t = torch.as_tensor(cand, device=device)
+            sub = scores.gather(1, cand_t)
+            ranks[idx] = target_ranks(sub, torch.zeros(len(idx), dtype=torch.long, device=device)).cpu().numpy()
+    model.train(was_training)
+    out = metrics_from_ranks(ranks, ks)
+    out["n_eval"] = float(len(ranks))
+    return out

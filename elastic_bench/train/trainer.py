@@ -1,0 +1,227 @@
+"""Train any backend inside the recommender shell; early stopping on validation NDCG@10.
+
+One function, :func:`train`, with the pieces it uses kept apart: data (``elastic_bench.data``),
+losses (``elastic_bench.losses``), evaluation (:mod:`.evaluate`), checkpoints (:mod:`.checkpoint`).
+The test metrics reported are those measured at the epoch of the best validation NDCG@10.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..data.batching import iterate_batches
+from ..data.formats import SequenceDataset
+from ..data.splits import leave_one_out, training_examples
+from ..environment import resolve_device
+from ..losses import next_item_loss
+from ..recommender import ModelConfig, SeqRecModel
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .evaluate import Protocol, evaluate
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    valid: dict[str, float]
+    test: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    wall_s: float
+    train_s: float
+    train_tokens_per_s: float
+    peak_mem_mb: float
+    mem_method: str
+    params: int
+    objective: str
+    protocol: str
+    dataset: str
+    dataset_stats: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped: str = "epochs"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": self.config.model,
+            "dataset": self.dataset,
+            "objective": self.objective,
+            "loss": self.config.loss,
+            "eval": self.protocol,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "stopped": self.stopped,
+            "wall_s": round(self.wall_s, 1),
+            "train_tokens_per_s": round(self.train_tokens_per_s),
+            "peak_mem_mb": round(self.peak_mem_mb, 1),
+            "mem_method": self.mem_method,
+            "params": self.params,
+            **{f"valid_{k}": v for k, v in self.valid.items()},
+            **{f"test_{k}": v for k, v in self.test.items()},
+        }
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB (macOS: bytes)
+    return (kb / 2**20 if sys.platform == "darwin" else kb / 1024), "peak_rss_process"
+
+
+def resolve_objective(cfg: TrainConfig, causal: bool) -> str:
+    objective = cfg.objective if cfg.objective != "auto" else ("all" if causal else "last")
+    if objective == "all" and not causal:
+        raise ValueError(
+            f"--objective all needs a causal model: {cfg.model!r} is non-causal here, so every position would "
+            "read its own target; use --objective last"
+        )
+    if objective not in ("all", "last"):
+        raise ValueError(f"--objective {objective}: accepted: auto, all, last")
+    return objective
+
+
+def build_model(cfg: TrainConfig, n_items: int) -> SeqRecModel:
+    mcfg = ModelConfig(
+        backend=cfg.model,
+        n_items=n_items,
+        max_len=cfg.max_len,
+        d_model=cfg.d_model,
+        heads=cfg.heads,
+        layers=cfg.layers,
+        dropout=cfg.dropout,
+        ffn_mult=cfg.ffn_mult,
+        ffn_act=cfg.ffn_act,
+        l2_norm=cfg.l2_norm,
+        options=cfg.options,
+    )
+    return SeqRecModel(mcfg)
+
+
+def make_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """AdamW for dense parameters; SparseAdam for a memory bank with sparse gradients."""
+    sparse = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
+    sparse_ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in sparse_ids]
+    opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)]
+    if sparse:
+        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
+    return opts
+
+
+def train(
+    cfg: TrainConfig,
+    dataset: SequenceDataset,
+    checkpoint: Path | None = None,
+    resume: bool = True,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``cfg.model`` on ``dataset``; ``progress`` is called after every step and evaluation."""
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    protocol = Protocol.parse(cfg.eval)
+    split = leave_one_out(dataset, cfg.max_len)
+    model = build_model(cfg, dataset.n_items).to(device)
+    objective = resolve_objective(cfg, model.causal)
+    optimizers = make_optimizers(model, cfg)
+    warm = max(cfg.warmup_steps, 0)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0) for o in optimizers]
+    valid_hist = [s[:-2] for s in (dataset.sequences[u] for u in split.valid.users)]
+    test_hist = [s[:-1] for s in (dataset.sequences[u] for u in split.test.users)]
+    counts = dataset.item_counts()
+    amp = cfg.amp and device.type == "cuda"
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_evals": 0, "valid": {}, "test": {}, "history": [], "train_s": 0.0, "tokens": 0}
+    best_state = None
+    if checkpoint is not None and resume and checkpoint.is_file():
+        state, best_state = load_checkpoint(checkpoint, cfg, model, optimizers, schedulers)
+
+    def evaluate_split(which: str) -> dict[str, float]:
+        es, hist = (split.valid, valid_hist) if which == "valid" else (split.test, test_hist)
+        return evaluate(model, es, hist, protocol, batch_size=cfg.eval_batch, exclude_history=cfg.exclude_history, item_counts=counts, seed=cfg.seed)
+
+    stopped = "epochs"
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"] + 1
+        rng = np.random.default_rng([cfg.seed, epoch])
+        inputs, targets = training_examples(split.train, objective, cfg.max_len, rng)
+        if not inputs:
+            raise ValueError("no training examples: every user's training part has fewer than 2 items")
+        model.train()
+        t0 = time.perf_counter()
+        losses = []
+        n_batches = math.ceil(len(inputs) / cfg.batch_size)
+        for step, (x, y, _) in enumerate(iterate_batches(inputs, targets, cfg.batch_size, rng, device, aligned=objective == "all")):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = next_item_loss(model, x, y, objective, cfg.loss, cfg.negatives, generator=gen, temperature=cfg.temperature)
+            for o in optimizers:
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None and not p.grad.is_sparse], cfg.clip)
+            for o, s in zip(optimizers, schedulers):
+                o.step()
+                s.step()
+            lv = loss.item()
+            if not math.isfinite(lv):
+                raise FloatingPointError(f"non-finite loss {lv} at epoch {epoch} step {step}")
+            losses.append(lv)
+            state["tokens"] += int((x != 0).sum())
+            if progress:
+                progress({"event": "step", "epoch": epoch, "step": step + 1, "steps": n_batches, "loss": lv})
+        state["train_s"] += time.perf_counter() - t0
+        record = {"epoch": epoch, "loss": float(np.mean(losses)), "epoch_s": time.perf_counter() - t0}
+        state["epoch"] = epoch
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            valid = evaluate_split("valid")
+            record.update({f"valid_{k}": v for k, v in valid.items() if k != "n_eval"})
+            if valid["ndcg@10"] > state["best"]:
+                state.update(best=valid["ndcg@10"], best_epoch=epoch, bad_evals=0, valid=valid)
+                state["test"] = evaluate_split("test")
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                state["bad_evals"] += 1
+            record["best_valid_ndcg@10"] = state["best"]
+        state["history"].append(record)
+        if progress:
+            progress({"event": "epoch", **record, "wall_s": time.perf_counter() - t_start})
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, cfg, model, optimizers, schedulers, state, best_state)
+        if cfg.patience and state["bad_evals"] >= cfg.patience:
+            stopped = f"early-stop (no better validation NDCG@10 in {cfg.patience} evaluations)"
+            break
+        if cfg.max_minutes and time.perf_counter() - t_start > cfg.max_minutes * 60:
+            stopped = f"time budget ({cfg.max_minutes:g} min)"
+            break
+    peak, method = peak_memory_mb(device)
+    return TrainResult(
+        config=cfg,
+        valid=state["valid"],
+        test=state["test"],
+        best_epoch=state["best_epoch"],
+        epochs_run=state["epoch"],
+        wall_s=time.perf_counter() - t_start,
+        train_s=state["train_s"],
+        train_tokens_per_s=state["tokens"] / max(state["train_s"], 1e-9),
+        peak_mem_mb=peak,
+        mem_method=method,
+        params=model.num_parameters(),
+        objective=objective,
+        protocol=protocol.label,
+        dataset=dataset.name,
+        dataset_stats=dataset.stats(),
+        history=state["history"],
+        stopped=stopped,
+    )
