@@ -233,3 +233,31 @@ def test_imr_flops_flat_in_memory_size():
             imr(e, mask)
         flops[m] = fc.get_total_flops()
     assert flops[262144] < 20 * flops[1024]  # 256× the slots, far less than 256× the work
+
+
+def test_causal_scan_gradients_finite_with_score_jumps_and_left_padding():
+    """A score jump > 88 inside a chunk and positions before the first real token: finite gradients."""
+    gen = torch.Generator().manual_seed(5)
+    b, h, n, dh, k = 2, 1, 8, 2, 2
+    q1 = torch.ones(b, h, k, dh, requires_grad=True)
+    k1 = torch.zeros(b, h, n, dh)
+    k1[..., 5, :] = 60.0  # score 120 at s=5 while earlier rows' references are ~0
+    k1.requires_grad_(True)
+    v1 = torch.randn(b, h, n, dh, generator=gen, requires_grad=True)
+    q2 = torch.randn(b, h, n, dh, generator=gen, requires_grad=True)
+    ck = cv = torch.randn(1, h, k, dh, generator=gen)
+    gk = gv = torch.randn(h, h, dh, dh, generator=gen)
+    mask = torch.ones(b, n, dtype=torch.bool)
+    mask[1, :3] = False  # left padding: positions 0-2 of row 1 have no real token yet
+    out = causal_lda_scan(q1, k1, v1, mask, q2, ck, cv, gk, gv, chunk_size=8)
+    out.pow(2).sum().backward()  # every position carries a gradient, padding included
+    for t in (q1, k1, v1, q2):
+        assert torch.isfinite(t.grad).all()
+
+
+def test_op_level_backend_detail_follows_the_layer():
+    from elastic_bench import registry
+
+    attn = registry.build("elastic", 16, 2, experts=4, memory_size=16)
+    attn.layer.backend_detail = "triton:pack+unpack"
+    assert attn.backend_detail == "triton:pack+unpack"

@@ -50,11 +50,13 @@ def _chunk(
     m_t = torch.maximum(m[..., None], torch.cummax(s.detach(), dim=-1).values)
     ref = torch.where(torch.isfinite(m_t), m_t, torch.zeros_like(m_t))
     tri = torch.ones(c, c, dtype=torch.bool, device=s.device).tril()
-    w = torch.exp(s[..., None, :] - ref[..., :, None]).masked_fill(~tri, 0.0)  # [B,h,k,t,s]
+    # mask before exp: a later score may exceed an earlier row's reference by > 88 (inf, then NaN grads)
+    w = torch.exp((s[..., None, :] - ref[..., :, None]).masked_fill(~tri, float("-inf")))  # [B,h,k,t,s]
     decay = torch.exp(m[..., None] - ref)  # rescales the carried state to each t's reference
     l_t = decay * l[..., None] + w.sum(-1)
     acc_t = decay[..., None] * acc[..., None, :] + torch.einsum("bhkts,bhsd->bhktd", w, v1)
-    packed = acc_t / l_t.clamp_min(torch.finfo(l_t.dtype).tiny)[..., None]  # [B,h,k,c,d]; 0 before any real token
+    # 0 before any real token (l = acc = 0); dividing by 1 there keeps those gradients finite
+    packed = acc_t / torch.where(l_t > 0, l_t, torch.ones_like(l_t))[..., None]  # [B,h,k,c,d]
     # unpack through the folded weights
     r = torch.einsum("hgde,bgce->bhgcd", gk, q2)
     scores = torch.einsum("bgcd,bgkd->bgck", q2, ck.expand(q2.shape[0], -1, -1, -1)) + torch.einsum("bhkcd,bhgcd->bgck", packed, r)

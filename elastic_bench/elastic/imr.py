@@ -22,6 +22,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from . import kernels
+
 
 def slots_to_side(memory_size: int) -> int:
     """n such that n² = memory_size; a ValueError naming the accepted forms otherwise."""
@@ -94,12 +96,17 @@ class ProductKeyMemory(nn.Module):
         self.values = nn.Embedding(memory_size, d_model, sparse=sparse_grad)
         nn.init.normal_(self.values.weight, std=1.0 / math.sqrt(d_model))
         self.slot_emb = nn.Parameter(torch.randn(experts, d_model) / math.sqrt(d_model))
+        self.backend_detail, self.kernel_reason = "torch:topk", ""  # which retrieval ran last (kernels.decide)
 
     def query_vector(self, e: Tensor, mask: Tensor) -> Tensor:
         return self.query(self.query_ln(pool_items(e, mask, self.query_pool)))
 
     def retrieve(self, q: Tensor) -> tuple[Tensor, Tensor]:
         """Product-key top-k: ``(scores [B,k], slot indices [B,k])``, best first."""
+        dec = kernels.decide("product-keys", [q, self.keys1, self.keys2], experts=self.topk, side=self.n)
+        self.backend_detail, self.kernel_reason = ("triton:product-keys" if dec.use_triton else "torch:topk"), dec.reason
+        if dec.use_triton:  # indices from one kernel; scores re-computed differentiably from them
+            return kernels.load("product_keys").product_key_retrieve(q, self.keys1, self.keys2, self.topk, self.experts)
         s1 = q[:, : self.half] @ self.keys1.t()
         s2 = q[:, self.half :] @ self.keys2.t()
         v1, i1 = s1.topk(self.topk, dim=-1)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import FeedForward
+from . import kernels
 from .causal import causal_lda_scan
 
 
@@ -110,6 +111,7 @@ class LDALayer(nn.Module):
         self.q2, self.k2, self.v2 = HeadProjection(d_model, heads), HeadProjection(d_model, heads), HeadProjection(d_model, heads)
         self.o2 = nn.Linear(d_model, d_model)
         self.backend_detail = "torch:sdpa" if not causal else f"torch:chunked-scan(c={chunk_size})"
+        self.kernel_reason = ""  # why the PyTorch path ran on the last call ('' when Triton ran); see kernels.decide
 
     def _drop(self) -> float:
         return self.dropout_p if self.training else 0.0
@@ -117,11 +119,21 @@ class LDALayer(nn.Module):
     def forward(self, xn: Tensor, mask: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         if self.causal:
             return self._forward_causal(xn, mask, p)
-        q1 = self.q1(self.ln_pack(p))
-        p = p + self.o1(merge_heads(pack(q1, self.k1(xn), self.v1(xn), mask, self._drop())))
+        q1, k1, v1 = self.q1(self.ln_pack(p)), self.k1(xn), self.v1(xn)
+        dec = kernels.decide("pack+unpack", [q1, k1, v1], self.head_dim, q1.shape[2], self._drop())
+        self.backend_detail, self.kernel_reason = ("triton:pack+unpack" if dec.use_triton else "torch:sdpa"), dec.reason
+        if dec.use_triton:
+            packed = kernels.load("pack").pack_attention(q1, k1, v1, mask)
+        else:
+            packed = pack(q1, k1, v1, mask, self._drop())
+        p = p + self.o1(merge_heads(packed))
         p = p + self.ffn(self.ln_ffn(p))
         pn = self.ln_unpack(p)
-        out = unpack(self.q2(xn), self.k2(pn), self.v2(pn), self._drop())
+        q2, k2, v2 = self.q2(xn), self.k2(pn), self.v2(pn)
+        if dec.use_triton:
+            out = kernels.load("unpack").unpack_attention(q2, k2, v2)
+        else:
+            out = unpack(q2, k2, v2, self._drop())
         return self.o2(merge_heads(out)), p
 
     def folded_unpack_weights(self, p: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -144,18 +156,15 @@ class LDALayer(nn.Module):
     def _forward_causal(self, xn: Tensor, mask: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         q1 = self.q1(self.ln_pack(p))
         ck, cv, gk, gv = self.folded_unpack_weights(p)
-        out = causal_lda_scan(
-            q1 / math.sqrt(self.head_dim),
-            self.k1(xn),
-            self.v1(xn),
-            mask,
-            self.q2(xn) / math.sqrt(self.head_dim),
-            ck,
-            cv,
-            gk,
-            gv,
-            chunk_size=self.chunk_size,
-            dropout_p=self._drop(),
-        )
+        args = (q1 / math.sqrt(self.head_dim), self.k1(xn), self.v1(xn), mask, self.q2(xn) / math.sqrt(self.head_dim), ck, cv, gk, gv)
+        dec = kernels.decide("causal-scan", [t for t in args if t is not mask], self.head_dim, q1.shape[2], self._drop())
+        self.kernel_reason = dec.reason
+        if dec.use_triton:
+            scan = kernels.load("causal_scan")
+            out = scan.causal_lda_scan(*args, chunk_size=self.chunk_size)
+            self.backend_detail = f"triton:causal-scan(c={scan.kernel_chunk(self.chunk_size)})"
+        else:
+            out = causal_lda_scan(*args, chunk_size=self.chunk_size, dropout_p=self._drop())
+            self.backend_detail = f"torch:chunked-scan(c={self.chunk_size})"
         p_next = p + self.ffn(self.ln_ffn(p))
         return self.o2(merge_heads(out)), p_next

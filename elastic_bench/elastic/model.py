@@ -45,7 +45,14 @@ class ElasticAttention(Attention):
         # causal: static first-layer dispatchers (retrieval from the whole sequence would leak the future)
         self.source = dispatcher_source(d_model, experts, 0 if causal else memory_size, topk, query_pool, sparse_grad)
         self.layer = LDALayer(d_model, heads, dropout, causal, ffn_mult, chunk_size)
-        self.backend_detail = self.layer.backend_detail
+
+    @property
+    def backend_detail(self) -> str:  # the path the layer took on its last call (Triton or PyTorch)
+        return self.layer.backend_detail
+
+    @backend_detail.setter
+    def backend_detail(self, value: str) -> None:  # Attention.__init__ sets a default; the layer's wins
+        pass
 
     def dispatchers(self, x: Tensor, mask: Tensor) -> Tensor:
         return self.source(x, mask)
