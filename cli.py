@@ -104,10 +104,43 @@ def sweep(
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="skip cells already in --out (default on)"),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors", help="rerun cells whose status is error:* or skipped:*"),
     plot: Optional[bool] = typer.Option(None, "--plot/--no-plot", help="write figures to reports/<csv stem>/ at the end (default on)"),
+    task: str = typer.Option("efficiency", "--task", help="efficiency (latency/memory) | accuracy (train + evaluate each cell)"),
+    data: Optional[str] = typer.Option(None, "--data", help="accuracy: named dataset, file, or synthetic[:k=v,...]"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="accuracy: folder of named datasets (or $ELASTIC_BENCH_DATA)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="accuracy: training preset of every cell (default quick)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="accuracy: seeds, e.g. 0,1,2 or 0..4:+1"),
+    max_len: Optional[str] = typer.Option(None, "--max-len", help="accuracy: max sequence lengths (items kept per user)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="accuracy: epochs per cell (default: the preset's)"),
 ) -> None:
     from elastic_bench.bench.grammar import GrammarError
     from elastic_bench.bench.spec import load_spec
     from elastic_bench.bench.sweep import run_sweep
+
+    if task == "accuracy":
+        efficiency_only = dict(seq_len=seq_len, batch=batch, tokens_per_batch=tokens_per_batch, dtype=dtype, pass_=pass_, level=level,
+                               repeats=repeats, min_time=min_time, warmup=warmup, n_items=n_items, padding=padding, threads=threads)  # fmt: skip
+        given_eff = [k.rstrip("_").replace("_", "-") for k, v in efficiency_only.items() if v is not None]
+        if given_eff:
+            fail(f"--task accuracy: --{', --'.join(given_eff)} only apply to --task efficiency (use --max-len for lengths)")
+        from elastic_bench.bench.accuracy import run_accuracy_sweep
+        from elastic_bench.bench.accuracy_spec import accuracy_spec
+
+        try:
+            aspec = accuracy_spec(
+                models=models, experts=experts, memory_size=memory_size, topk=topk, option=option, seeds=seeds or seed,
+                max_len=max_len, d_model=d_model, heads=heads, layers=layers, objective=objective, dropout=dropout, device=device,
+                data=data, data_dir=data_dir, preset=preset, epochs=epochs, out=out, resume=resume, dry_run=dry_run, plot=plot,
+            )  # fmt: skip
+            run_accuracy_sweep(aspec, console)
+        except (GrammarError, ValueError) as exc:
+            fail(str(exc))
+        return
+    if task != "efficiency":
+        fail(f"--task {task}: accepted: efficiency, accuracy")
+    accuracy_only = dict(data=data, data_dir=data_dir, preset=preset, seeds=seeds, max_len=max_len, epochs=epochs)
+    given_acc = [k.replace("_", "-") for k, v in accuracy_only.items() if v is not None]
+    if given_acc:
+        fail(f"--{', --'.join(given_acc)}: only with --task accuracy")
 
     given = dict(
         seq_len=seq_len, batch=batch, tokens_per_batch=tokens_per_batch, models=models, experts=experts,
@@ -130,13 +163,17 @@ def plot(
     baseline: str = typer.Option("softmax", "--baseline", help="model the speed-ups and memory reductions are against"),
     out: Optional[str] = typer.Option(None, "--out", help="output folder (default reports/<csv stem>/)"),
 ) -> None:
-    """Latency, speed-up, memory and memory-reduction figures (PNG + PDF + CSV subset) from a results CSV."""
+    """Figures (PNG + PDF + CSV subset) from a results CSV: latency, speed-up, memory and memory
+    reduction of efficiency rows; accuracy per model (mean ± std over seeds) and vs max length."""
     from elastic_bench.bench.grammar import GrammarError
     from elastic_bench.bench.plots import plot_results
     from elastic_bench.bench.sweep import default_report_dir
 
+    from elastic_bench.bench.accuracy_plots import plot_accuracy
+
     try:
         files = plot_results([results], baseline=baseline, out_dir=out or default_report_dir(results))
+        files += plot_accuracy([results], out or default_report_dir(results))
     except GrammarError as exc:
         fail(str(exc))
     console.print(f"{len([f for f in files if f.suffix == '.png'])} figures -> {out or default_report_dir(results)}/")
@@ -157,6 +194,61 @@ def report(
     except GrammarError as exc:
         fail(str(exc))
     console.print(f"report -> {path}")
+
+
+@app.command()
+def train(
+    model: Optional[str] = typer.Option(None, "--model", help="attention backend (elastic-bench list models); default: the preset's"),
+    data: Optional[str] = typer.Option(None, "--data", help="named dataset (ml-1m, beauty, sports), a file, or synthetic[:k=v,...]"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of named datasets (or $ELASTIC_BENCH_DATA)"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="auto | seq | movielens | table"),
+    preset: str = typer.Option("quick", "--preset", help="sasrec-ml1m | quick (elastic-bench list presets)"),
+    max_len: Optional[int] = typer.Option(None, "--max-len"),
+    d_model: Optional[int] = typer.Option(None, "--d-model"),
+    heads: Optional[int] = typer.Option(None, "--heads"),
+    layers: Optional[int] = typer.Option(None, "--layers"),
+    dropout: Optional[float] = typer.Option(None, "--dropout"),
+    experts: Optional[int] = typer.Option(None, "--experts", help="ELASTIC interest experts k"),
+    memory_size: Optional[str] = typer.Option(None, "--memory-size", help="ELASTIC IMR slots (perfect square: 0, 1k, 4k, 16k, 64k, 256k, 1m)"),
+    topk: Optional[int] = typer.Option(None, "--topk", help="ELASTIC IMR sub-key top-k"),
+    objective: Optional[str] = typer.Option(None, "--objective", help="auto | all (causal models only) | last"),
+    loss: Optional[str] = typer.Option(None, "--loss", help="full | sampled"),
+    negatives: Optional[int] = typer.Option(None, "--negatives", help="sampled softmax negatives"),
+    temperature: Optional[float] = typer.Option(None, "--temperature"),
+    l2_norm: Optional[bool] = typer.Option(None, "--l2-norm/--no-l2-norm", help="cosine scores"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps"),
+    clip: Optional[float] = typer.Option(None, "--clip", help="gradient-norm clip (0 = off)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="evaluations without improvement before stopping (0 = never)"),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="wall-clock budget"),
+    eval_protocol: Optional[str] = typer.Option(None, "--eval", help="full | sampled:N[:uniform|pop] (labelled in every output)"),
+    exclude_history: Optional[bool] = typer.Option(None, "--exclude-history/--include-history"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    out: str = typer.Option("results/train.csv", "--out", help="results CSV (a row is appended); metrics JSON beside it"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="checkpoint file (written every epoch)"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from --checkpoint if it exists"),
+) -> None:
+    """Train one backend in the recommender and evaluate it (full-catalogue ranking by default).
+
+    Prints and saves the test metrics at the epoch of the best validation NDCG@10: a JSON file
+    and one row of the sweep's CSV schema (task=accuracy)."""
+    from elastic_bench.train.run import run_training
+
+    values = dict(
+        model=model, data=data, fmt=fmt, max_len=max_len, d_model=d_model, heads=heads, layers=layers, dropout=dropout,
+        experts=experts, memory_size=memory_size, topk=topk, objective=objective, loss=loss, negatives=negatives,
+        temperature=temperature, l2_norm=l2_norm, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        warmup_steps=warmup_steps, clip=clip, epochs=epochs, patience=patience, max_minutes=max_minutes,
+        eval=eval_protocol, exclude_history=exclude_history, seed=seed, device=device,
+    )  # fmt: skip
+    try:
+        run_training(preset, {k: v for k, v in values.items() if v is not None}, data_dir, out, checkpoint, resume, console)
+    except ValueError as exc:
+        fail(str(exc).splitlines()[0])
 
 
 def main() -> None:

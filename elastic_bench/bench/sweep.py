@@ -324,6 +324,21 @@ def _summary(fields: dict[str, Any]) -> str:
     return status[:60]
 
 
+def make_progress(console: Console, disable: bool = False) -> Progress:
+    """The progress bar of every sweep: cell, count, elapsed, ETA and the last result."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=console,
+        disable=disable,
+    )
+
+
 def run_sweep(spec: SweepSpec, console: Console | None = None, progress: bool = True) -> SweepResult:
     """Run (or, with ``spec.dry_run``, only print) the sweep; returns what happened."""
     console = console or Console()
@@ -344,17 +359,7 @@ def run_sweep(spec: SweepSpec, console: Console | None = None, progress: bool = 
         engine = Engine(spec)
         store = ResultsStore(spec.out)
         store.open()
-        bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[last]}"),
-            console=console,
-            disable=not progress,
-        )
+        bar = make_progress(console, disable=not progress)
         try:
             with bar:
                 task = bar.add_task("sweep", total=len(todo), last="")

@@ -1,0 +1,192 @@
+"""Accuracy sweeps: train and evaluate every cell of models × options × seeds × max lengths.
+
+The same results store as the efficiency sweep (one fsync'ed row per cell, ``task=accuracy``,
+resumption keyed by ``config_hash``), the same option-axis rule (``--experts``,
+``--memory-size``, ``--topk`` are crossed only with the backends that declare them), and
+every failure is a row (``oom``, ``skipped:<reason>``, ``error:<type>``).
+
+Example::
+
+    elastic-bench sweep --task accuracy --models softmax,elastic --seeds 0,1,2 \\
+        --data ml-1m --data-dir ~/data --preset sasrec-ml1m --epochs 20
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ..data.resolve import load_dataset
+from ..environment import environment, resolve_device
+from ..train.config import TrainConfig
+from ..train.rows import accuracy_row
+from ..train.trainer import train
+from .cells import backend_info, option_combos
+from .grammar import GrammarError
+from .store import ResultsStore
+from .sweep import free_memory, is_oom, make_progress
+
+
+@dataclass(frozen=True)
+class AccuracySpec:
+    base: TrainConfig
+    models: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+    max_lens: tuple[int, ...] = ()
+    option_axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    data_dir: str | None = None
+    out: str = "results/accuracy.csv"
+    resume: bool = True
+    dry_run: bool = False
+    plot: bool = True
+
+
+@dataclass
+class AccuracyResult:
+    out: Path
+    total: int
+    ran: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def expand_accuracy(spec: AccuracySpec) -> list[TrainConfig]:
+    """One :class:`TrainConfig` per cell, in a stable order."""
+    cells = []
+    for model in spec.models:
+        info = backend_info(model)
+        combos = option_combos(info, spec.option_axes) if info.cls is not None else [()]
+        for opts in combos:
+            for max_len in spec.max_lens or (spec.base.max_len,):
+                for seed in spec.seeds:
+                    cfg = dataclasses.replace(spec.base, model=model, seed=seed, max_len=max_len, options=())
+                    swept = dict(opts)
+                    cells.append(cfg.with_options(**{k: v for k, v in swept.items() if k in info.options}))
+    return cells
+
+
+def print_accuracy_plan(cells: list[TrainConfig], done: dict[str, str], spec: AccuracySpec, console: Console) -> None:
+    swept = {name for name, _ in spec.option_axes}
+    todo = sum(1 for c in cells if c.config_hash() not in done)
+    console.print(f"[bold]Accuracy grid:[/] {len(cells)} cells on {spec.base.data} — {todo} to run, {len(cells) - todo} already in {spec.out}")
+    b = spec.base
+    console.print(
+        f"[dim]every cell: d={b.d_model} h={b.heads} L={b.layers} loss={b.loss} epochs≤{b.epochs} batch={b.batch_size} "
+        f"lr={b.lr} eval={b.eval}[/]"
+    )
+    table = Table(header_style="bold")
+    for col in ("#", "model", "options", "max_len", "seed", "state"):
+        table.add_column(col)
+    for i, c in enumerate(cells[:12]):
+        opts = ",".join(f"{k}={v}" for k, v in c.options if k in swept) or "-"
+        table.add_row(str(i + 1), c.model, opts, str(c.max_len), str(c.seed), done.get(c.config_hash(), "pending"))
+    if len(cells) > 12:
+        table.add_row("…", f"{len(cells) - 12} more", "", "", "", "")
+    console.print(table)
+
+
+def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progress: bool = True) -> AccuracyResult:
+    console = console or Console()
+    cells = expand_accuracy(spec)
+    if not cells:
+        raise GrammarError("--models: nothing to run")
+    store = ResultsStore(spec.out)
+    store.check_schema()
+    done = store.completed() if spec.resume else {}
+    print_accuracy_plan(cells, done, spec, console)
+    result = AccuracyResult(Path(spec.out), len(cells))
+    if spec.dry_run:
+        console.print("[dim]--dry-run: nothing trained, nothing written[/]")
+        return result
+    todo = [c for c in cells if c.config_hash() not in done]
+    if not todo:
+        console.print(f"[bold]Done:[/] nothing to run, every cell is already in {spec.out}")
+        return result
+    device = resolve_device(spec.base.device)
+    datasets: dict[str, Any] = {}
+    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    store.open()
+    bar = make_progress(console, disable=not progress)
+    try:
+        with bar:
+            task = bar.add_task("accuracy", total=len(todo), last="")
+            for cfg in todo:
+                bar.update(task, description=f"[cyan]{cfg.model} {dict(cfg.options) or ''} N={cfg.max_len} seed={cfg.seed}[/]")
+                t0 = time.perf_counter()
+                row = _run_cell(cfg, spec, datasets, run_id, device)
+                row["wall_s"] = round(time.perf_counter() - t0, 1)
+                store.append(row)
+                result.ran += 1
+                result.rows.append(row)
+                result.statuses[row["status"].split(":", 1)[0]] += 1
+                last = f"NDCG@10 {row['ndcg@10']:.4f}" if row["status"] == "ok" else row["status"][:50]
+                bar.update(task, advance=1, last=f"last: {cfg.model} {last}")
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted:[/] {result.ran} rows written to {spec.out}; rerun the same command to resume")
+        raise
+    finally:
+        store.close()
+    console.print(f"[bold]Done:[/] {result.ran} rows ({', '.join(f'{k} {v}' for k, v in sorted(result.statuses.items()))}) -> {spec.out}")
+    if spec.plot:
+        from .accuracy_plots import plot_accuracy
+        from .sweep import default_report_dir
+
+        files = plot_accuracy([spec.out], default_report_dir(spec.out))
+        console.print(f"plots: {sum(1 for f in files if f.suffix == '.png')} figures in {default_report_dir(spec.out)}/")
+    return result
+
+
+def _failure_row(cfg: TrainConfig, run_id: str, device: torch.device, status: str, reason: str) -> dict[str, Any]:
+    env = environment(device.type)
+    opts = dict(cfg.options)
+    return {
+        "run_id": run_id,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **env,
+        "task": "accuracy",
+        "level": "model",
+        "model": cfg.model,
+        "options": ";".join(f"{k}={v}" for k, v in cfg.options),
+        "pass": "train",
+        "seq_len": cfg.max_len,
+        "d_model": cfg.d_model,
+        "heads": cfg.heads,
+        "layers": cfg.layers,
+        "experts": opts.get("experts", ""),
+        "memory_size": opts.get("memory_size", ""),
+        "topk": opts.get("topk", ""),
+        "seed": cfg.seed,
+        "dataset": cfg.data,
+        "status": status,
+        "reason": reason[:500],
+        "config_hash": cfg.config_hash(),
+    }
+
+
+def _run_cell(cfg: TrainConfig, spec: AccuracySpec, datasets: dict[str, Any], run_id: str, device: torch.device) -> dict[str, Any]:
+    info = backend_info(cfg.model)
+    if info.cls is None:
+        return _failure_row(cfg, run_id, device, f"skipped:{info.load_error}", "")
+    causal = info.cls.capabilities.causal
+    why = info.cls.unavailable_reason(device, torch.float32, causal=causal, head_dim=cfg.d_model // cfg.heads, padding=True)
+    if why:
+        return _failure_row(cfg, run_id, device, f"skipped:{why}", "")
+    try:
+        if cfg.data not in datasets:
+            datasets[cfg.data] = load_dataset(cfg.data, spec.data_dir)
+        return accuracy_row(train(cfg, datasets[cfg.data]), run_id)
+    except Exception as exc:  # noqa: BLE001 - every failure is a row
+        status = "oom" if is_oom(exc) else f"error:{type(exc).__name__}"
+        exc.__traceback__ = None
+        free_memory(device)
+        return _failure_row(cfg, run_id, device, status, str(exc))

@@ -1,0 +1,76 @@
+"""`elastic-bench train`: preset + overrides -> a training run with a progress bar -> JSON + CSV row."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..bench.grammar import GrammarError, parse_memory_sizes
+from ..bench.store import ResultsStore
+from ..data.formats import LoadOptions
+from ..data.resolve import load_dataset
+from ..presets import SASREC_ML1M_REFERENCE, train_preset
+from .config import config_from_mapping
+from .rows import accuracy_row
+from .trainer import train
+
+
+def run_training(preset: str, values: dict[str, Any], data_dir: str | None, out: str, checkpoint: str | None, resume: bool, console: Console):
+    if "memory_size" in values:
+        try:
+            values["memory_size"] = parse_memory_sizes(str(values["memory_size"]))[0]
+        except GrammarError as exc:
+            raise ValueError(str(exc)) from None
+    cfg = config_from_mapping(train_preset(preset, values.pop("model", None)), values)
+    ds = load_dataset(cfg.data, data_dir, LoadOptions(fmt=cfg.fmt), cache_dir=Path(out).parent / ".cache")
+    stats = ds.stats()
+    console.print(
+        f"[bold]{cfg.model}[/] on {ds.name}: {stats['users']:,} users, {stats['items']:,} items, "
+        f"{stats['interactions']:,} interactions; preset {preset}; eval {cfg.eval}"
+    )
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console
+    )
+    with bar:
+        epoch_task = bar.add_task("epochs", total=cfg.epochs, info="")
+        step_task = bar.add_task("steps", total=1, info="")
+
+        def progress(ev: dict[str, Any]) -> None:
+            if ev["event"] == "step":
+                bar.update(step_task, total=ev["steps"], completed=ev["step"], info=f"loss {ev['loss']:.4f}", description=f"epoch {ev['epoch']}")
+            else:
+                valid = f" valid NDCG@10 {ev['valid_ndcg@10']:.4f}" if "valid_ndcg@10" in ev else ""
+                bar.update(epoch_task, completed=ev["epoch"], info=f"loss {ev['loss']:.4f}{valid} ({ev['epoch_s']:.1f} s/epoch)")
+
+        result = train(cfg, ds, Path(checkpoint) if checkpoint else None, resume, progress)
+    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    row = accuracy_row(result, run_id)
+    store = ResultsStore(out)
+    store.check_schema()
+    store.open()
+    try:
+        store.append(row)
+    finally:
+        store.close()
+    summary = {"run_id": run_id, "preset": preset, "config": cfg.to_dict(), **result.summary(), "history": result.history}
+    json_path = Path(out).with_suffix("") .parent / f"{Path(out).stem}-{run_id}.json"
+    json_path.write_text(json.dumps(summary, indent=1, default=str))
+    table = Table(title=f"{cfg.model} on {ds.name}: test at best validation epoch {result.best_epoch} ({result.protocol} ranking)")
+    for col in ("metric", "valid", "test") + (("published SASRec",) if preset == "sasrec-ml1m" else ()):
+        table.add_column(col)
+    for k in ("hr@10", "ndcg@10", "mrr@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200"):
+        ref = (f"{SASREC_ML1M_REFERENCE[k]:.4f}" if k in SASREC_ML1M_REFERENCE else "",) if preset == "sasrec-ml1m" else ()
+        table.add_row(k, f"{result.valid.get(k, float('nan')):.4f}", f"{result.test.get(k, float('nan')):.4f}", *ref)
+    console.print(table)
+    console.print(
+        f"{result.epochs_run} epochs ({result.stopped}), {result.wall_s / 60:.1f} min, {result.train_tokens_per_s:,.0f} train tokens/s, "
+        f"peak memory {result.peak_mem_mb:,.0f} MB ({result.mem_method}) -> {out}, {json_path}"
+    )
+    return result
