@@ -27,7 +27,9 @@ METRICS = ("hr", "ndcg", "mrr")
 def target_ranks(scores: Tensor, targets: Tensor) -> Tensor:
     """0-based rank of ``targets [B]`` among ``scores [B, C]`` (columns = candidate ids)."""
     target_scores = scores.gather(1, targets[:, None])
-    return (scores > target_scores).sum(1)
+    above = ~(scores <= target_scores)  # higher, or NaN on either side: a NaN target ranks last, never first
+    above.scatter_(1, targets[:, None], False)  # the target never outranks itself
+    return above.sum(1)
 
 
 def metrics_from_ranks(ranks: np.ndarray | Tensor, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:

@@ -261,3 +261,17 @@ def test_op_level_backend_detail_follows_the_layer():
     attn = registry.build("elastic", 16, 2, experts=4, memory_size=16)
     attn.layer.backend_detail = "triton:pack+unpack"
     assert attn.backend_detail == "triton:pack+unpack"
+
+
+def test_causal_scan_half_precision_keeps_fp32_state():
+    """bf16 inputs: the scan runs in fp32, so the error is bf16 input rounding, not accumulated."""
+    gen = torch.Generator().manual_seed(11)
+    layer = LDALayer(16, 2, causal=True, chunk_size=8).double().eval()
+    x = torch.randn(1, 300, 16, dtype=F64, generator=gen)
+    mask = torch.ones(1, 300, dtype=torch.bool)
+    p = torch.randn(1, 4, 16, dtype=F64, generator=gen)
+    ref, _ = layer(x, mask, p)
+    out, _ = layer.to(torch.bfloat16)(x.to(torch.bfloat16), mask, p.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
+    assert err < 2e-2

@@ -62,9 +62,22 @@ def test_full_ranking_with_and_without_history_exclusion():
     m = evaluate(model, split, hist, ks=(1, 3, 10))
     # user 0: target 3 has rank 2; user 1: target 6 rank 5 (padding column never counts)
     assert m["hr@3"] == pytest.approx(0.5) and m["hr@10"] == 1.0 and m["hr@1"] == 0.0
-    m = evaluate(model, split, hist, ks=(1, 3, 10), exclude_history=True)
+    m = evaluate(model, split, hist, ks=(1, 3, 10), exclude_history="all")
     # history removed: user 0 target 3 now first; user 1 target 6 now rank 4
     assert m["hr@1"] == pytest.approx(0.5) and m["mrr@10"] == pytest.approx((1 + 1 / 5) / 2)
+    # only the input window (user 0's window is [2]: item 1 stays rankable)
+    split_w = EvalSet([np.array([2]), np.array([5])], np.array([3, 6]), np.array([0, 1]))
+    m = evaluate(model, split_w, hist, ks=(1, 3, 10), exclude_history="input")
+    assert m["hr@1"] == 0.0 and m["mrr@10"] == pytest.approx((1 / 2 + 1 / 5) / 2)
+    with pytest.raises(ValueError, match="exclude-history"):
+        evaluate(model, split, hist, exclude_history="yes")
+
+
+def test_nan_scores_never_rank_the_target_first():
+    scores = torch.tensor([[0.0, float("nan"), 0.5, 0.2], [0.0, 0.9, 0.5, float("nan")]])
+    ranks = target_ranks(scores, torch.tensor([1, 2]))
+    assert ranks[0] == 3  # NaN target: last among the 4 columns
+    assert ranks[1] >= 1  # a NaN competitor counts against the target
 
 
 def test_sampled_protocol_is_labelled_and_excludes_history():
@@ -131,9 +144,10 @@ def test_tiny_training_run_learns(model, opts):
     assert result.protocol == "full" and result.params > 0 and result.peak_mem_mb > 0
 
 
-def test_checkpoint_resume_continues_the_same_run(tmp_path):
+@pytest.mark.parametrize("loss", ["full", "sampled"])
+def test_checkpoint_resume_continues_the_same_run(tmp_path, loss):
     ds = synthetic(n_users=60, n_items=40, lengths="fixed:10", seed=2)
-    cfg = TrainConfig(model="softmax", max_len=10, d_model=16, heads=2, layers=1, dropout=0.0, epochs=3, batch_size=16, patience=0)
+    cfg = TrainConfig(model="softmax", max_len=10, d_model=16, heads=2, layers=1, dropout=0.1, epochs=3, batch_size=16, patience=0, loss=loss, negatives=8)
     full = train(cfg, ds)
     ckpt = tmp_path / "run.pt"
     train(dataclasses.replace(cfg, epochs=2), ds, checkpoint=ckpt)  # "interrupted" after 2 epochs
@@ -153,3 +167,18 @@ def test_sasrec_preset_is_the_published_setting():
     assert SASREC_ML1M_REFERENCE["ndcg@10"] == 0.1603
     with pytest.raises(ValueError, match="unknown"):
         train_preset("nope")
+
+
+def test_last_objective_cuts_and_train_on_valid():
+    from elastic_bench.data.splits import training_examples
+
+    train_seqs = [np.arange(1, 12)]
+    inputs, targets = training_examples(train_seqs, "last", 50, np.random.default_rng(0), cuts=4)
+    assert 4 <= len(inputs) <= 5  # 4 random prefixes, plus the full prefix unless drawn
+    for x, y in zip(inputs, targets):
+        assert y[0] == x[-1] + 1  # the target is the item right after the prefix
+    assert any(len(x) == 10 for x in inputs)
+    ds = synthetic(n_users=40, n_items=30, lengths="fixed:8", seed=4)
+    cfg = TrainConfig(model="softmax", max_len=8, d_model=16, heads=2, layers=1, dropout=0.0, epochs=2, batch_size=16, train_on_valid=True)
+    result = train(cfg, ds)
+    assert result.best_epoch == 2  # reproduction mode: the last epoch is reported

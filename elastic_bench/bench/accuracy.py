@@ -129,7 +129,8 @@ def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progr
                 result.ran += 1
                 result.rows.append(row)
                 result.statuses[row["status"].split(":", 1)[0]] += 1
-                last = f"NDCG@10 {row['ndcg@10']:.4f}" if row["status"] == "ok" else row["status"][:50]
+                ndcg = row.get("ndcg@10")
+                last = f"NDCG@10 {ndcg:.4f}" if row["status"] == "ok" and ndcg is not None else row["status"][:50]
                 bar.update(task, advance=1, last=f"last: {cfg.model} {last}")
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted:[/] {result.ran} rows written to {spec.out}; rerun the same command to resume")

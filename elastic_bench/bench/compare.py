@@ -1,6 +1,6 @@
 """Speed-ups and memory reductions against a named baseline, derived from results rows.
 
-Two rows are compared only when they were measured alike: same device (type and name),
+Two rows are compared only when they were measured alike: same host, device (type and name), CPU threads,
 dtype, pass, level, objective and loss, batch, sequence length, model width/depth,
 catalogue, padding and dropout (:data:`MATCH_KEYS`).  Only ``status == "ok"`` rows on both
 sides get a value; an ``incorrect``, ``oom``, ``skipped`` or ``error`` row never does.
@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 MATCH_KEYS = (
-    "device", "device_name", "dtype", "pass", "level", "objective", "loss", "batch", "seq_len",
-    "d_model", "heads", "layers", "n_items", "padding", "dropout",
+    "host", "device", "device_name", "cpu_threads", "dtype", "pass", "level", "objective", "loss", "batch",
+    "seq_len", "d_model", "heads", "layers", "n_items", "padding", "dropout",
 )  # fmt: skip
 DERIVED = ("speedup", "peak_mem_reduction", "act_mem_reduction")
 
@@ -61,6 +61,11 @@ def _keep(text: str, keys: set[str]) -> str:
     return ",".join(f"{k}={v}" for k, v in _parse_options(text).items() if k in keys)
 
 
+def match_key(df: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """One string per row joining ``keys`` (missing values as ''), so NaN matches NaN."""
+    return df[keys].apply(lambda col: col.map(lambda v: "" if pd.isna(v) else str(v))).agg("|".join, axis=1)
+
+
 def with_baseline(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """``df`` plus ``baseline_*`` and :data:`DERIVED` columns (NaN where not comparable)."""
     out = df.copy()
@@ -69,7 +74,7 @@ def with_baseline(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
     if out.empty:
         return out
     keys = [k for k in MATCH_KEYS if k in out.columns]
-    key = out[keys].astype(str).agg("|".join, axis=1)
+    key = match_key(out, keys)
     ok = out["status"] == "ok"
     base = out[ok & (out["model"] == baseline)].assign(_key=key)
     base = base.drop_duplicates(subset="_key", keep="first").set_index("_key")

@@ -5,7 +5,9 @@ left-padded by a quarter when the backend honours padding masks) the module buil
 cell (dropout off, eval mode) is compared with ``Backend.reference(module, x, mask)`` at the
 real positions.  The comparison runs in float64 where the device and backend allow it, else
 float32, else the cell's dtype, with METHODOLOGY's tolerances on the relative error
-``max|y - y_ref| / max|y_ref|``.  A backend that fails is recorded as ``status=incorrect``
+``max|y - y_ref| / max|y_ref|``; when the cell runs in another dtype, the same module is
+then checked in that dtype against the precise reference too (the path that is timed,
+e.g. a Triton kernel that only serves bf16), with that dtype's tolerance.  A backend that fails is recorded as ``status=incorrect``
 and is never timed (so it never gets a speed-up).
 
 Example::
@@ -93,9 +95,34 @@ def check_backend(
     if y.shape != ref.shape:
         return GateResult(False, name, float("inf"), tol, f"gate: output shape {tuple(y.shape)} != reference {tuple(ref.shape)}")
     y, ref = y[mask].double(), ref[mask].double()
+    bad = _judge(y, ref, tol, tol_name)
+    if bad:
+        return GateResult(False, name, bad[0], tol, bad[1])
+    err = _rel_err(y, ref)
+    if name == run_dtype or backend.unavailable_reason(device, DTYPE_NAMES[run_dtype], causal=causal, head_dim=d_model // heads, padding=padding):
+        return GateResult(True, name, err, tol)
+    # the path that is timed: the same module in the run dtype (a fast kernel may only serve
+    # that dtype) against the precise reference, with the run dtype's tolerance
+    run_tol, run_tol_name = tolerance(run_dtype, device)
+    module = module.to(dtype=DTYPE_NAMES[run_dtype])
+    with torch.no_grad():
+        y_run = module(x.to(DTYPE_NAMES[run_dtype]), mask)[mask].double()
+    detail = getattr(module, "backend_detail", "")
+    bad = _judge(y_run, ref, run_tol, f"{run_tol_name}, path {detail}")
+    if bad:
+        return GateResult(False, f"{name}+{run_dtype}", bad[0], run_tol, bad[1])
+    return GateResult(True, f"{name}+{run_dtype}", max(err, _rel_err(y_run, ref)), run_tol)
+
+
+def _rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((y - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+
+
+def _judge(y: torch.Tensor, ref: torch.Tensor, tol: float, tol_name: str) -> tuple[float, str] | None:
+    """``None`` when ``y`` matches ``ref`` within ``tol``, else (error, reason)."""
     if not torch.isfinite(y).all():
-        return GateResult(False, name, float("inf"), tol, "gate: non-finite output at real positions")
-    err = ((y - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+        return float("inf"), f"gate: non-finite output at real positions ({tol_name})"
+    err = _rel_err(y, ref)
     if err > tol:
-        return GateResult(False, name, err, tol, f"gate: relative error {err:.2e} > {tol:.0e} ({tol_name}) vs the reference")
-    return GateResult(True, name, err, tol)
+        return err, f"gate: relative error {err:.2e} > {tol:.0e} ({tol_name}) vs the reference"
+    return None

@@ -24,7 +24,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .compare import MATCH_KEYS
+from .compare import MATCH_KEYS, match_key
 from .plots import PASS_ORDER, efficiency_rows, figure_groups, plot_results
 
 CLAIM_MEMORY = 0.90  # "up to 90 % less GPU memory"
@@ -79,8 +79,9 @@ def claim_check(df: pd.DataFrame) -> pd.DataFrame:
     ok = df[(df["status"] == "ok") & (df["pass"] == "infer")]
     keys = [k for k in MATCH_KEYS if k in df and k != "objective" and k != "loss"]
     train = df[(df["status"] == "ok") & (df["pass"] == "train_step")]
-    for _, e in ok[ok["model"].map(is_elastic)].sort_values(["level", "dtype", "seq_len"]).iterrows():
-        same = ok[np.logical_and.reduce([ok[k].astype(str) == str(e[k]) for k in keys])]
+    ok_keys = match_key(ok, keys) if len(ok) else pd.Series(dtype=str)
+    for idx, e in ok[ok["model"].map(is_elastic)].sort_values(["level", "dtype", "seq_len"]).iterrows():
+        same = ok[ok_keys == ok_keys[idx]]
         soft = same[same["model"] == "softmax"]
         flash = same[same["model"].map(is_flash_class)].sort_values("latency_ms_p50")
         row = {
@@ -99,12 +100,14 @@ def claim_check(df: pd.DataFrame) -> pd.DataFrame:
         else:
             row["speed-up vs softmax"] = row["peak mem reduction vs softmax"] = row["act mem reduction vs softmax"] = "–"
         # training memory: elastic under 'last', elastic-causal under 'all' (the objective each trains with)
-        tr_e = train[np.logical_and.reduce([train[k].astype(str) == str(e[k]) for k in keys if k != "pass"]) & (train["model"] == e["model"]) & (train["options"] == e["options"])]
+        tr_keys = [k for k in keys if k != "pass"]
+        tr_e = train[(match_key(train, tr_keys) == match_key(ok.loc[[idx]], tr_keys).iloc[0]) & (train["model"] == e["model"]) & (train["options"] == e["options"])]
         red = "–"
         if not tr_e.empty:
             obj = "all" if (tr_e["objective"] == "all").any() and str(e["causal"]).lower() == "true" else "last"
             te = tr_e[tr_e["objective"] == obj]
-            ts = train[np.logical_and.reduce([train[k].astype(str) == str(e[k]) for k in keys if k not in ("pass", "batch")])
+            ts_keys = [k for k in keys if k not in ("pass", "batch")]
+            ts = train[(match_key(train, ts_keys) == match_key(ok.loc[[idx]], ts_keys).iloc[0])
                        & (train["model"] == "softmax") & (train["objective"] == obj) & (train["batch"] == (te["batch"].iloc[0] if len(te) else -1))]
             if len(te) and len(ts):
                 red = _fmt(1 - te["peak_mem_mb"].iloc[0] / ts["peak_mem_mb"].iloc[0], "%") + f" (obj={obj})"

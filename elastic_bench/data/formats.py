@@ -3,8 +3,8 @@
 Formats (``--format``, or detected from the file):
 
 - ``seq``: the common sequence text format, one user per line, ``user item item ...``,
-  items already chronological and dense from 1 (``../shared/data``'s layout; SASRec,
-  S3Rec, ICLRec and DiffuRec files).
+  items already chronological and dense from 1 (the S3Rec, ICLRec and DiffuRec files;
+  not SASRec's one ``user item`` pair per line).
 - ``movielens``: raw MovieLens ratings: ML-1M/10M ``ratings.dat`` (``u::i::r::t``),
   ML-100K ``u.data`` (tab-separated ``u i r t``), ML-20M/25M/32M ``ratings.csv`` (header
   ``userId,movieId,rating,timestamp``).

@@ -54,7 +54,9 @@ def leave_one_out(ds: SequenceDataset, max_len: int) -> LeaveOneOut:
     return LeaveOneOut(train, valid, test, len(ds.sequences) - len(keep), max_len)
 
 
-def training_examples(train: list[np.ndarray], objective: str, max_len: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def training_examples(
+    train: list[np.ndarray], objective: str, max_len: int, rng: np.random.Generator, cuts: int = 1
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(inputs, targets) for one epoch.  ``all``: targets align with inputs; ``last``: one target each."""
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")  # s[-0:] would be the whole sequence
@@ -71,10 +73,11 @@ def training_examples(train: list[np.ndarray], objective: str, max_len: int, rng
         for s in train:
             if len(s) < 2:
                 continue
-            cut = int(rng.integers(1, len(s)))  # input s[:cut], target s[cut]
-            inputs.append(s[:cut][-max_len:])
-            targets.append(s[cut : cut + 1])
-            if cut != len(s) - 1:
+            drawn = rng.integers(1, len(s), size=cuts)  # input s[:cut], target s[cut]
+            for cut in drawn:
+                inputs.append(s[:cut][-max_len:])
+                targets.append(s[cut : cut + 1])
+            if (len(s) - 1) not in drawn:
                 inputs.append(s[:-1][-max_len:])
                 targets.append(s[-1:])
     else:

@@ -83,8 +83,16 @@ def causal_lda_scan(
 ) -> Tensor:
     """Causal pack + unpack over the whole sequence; returns the per-head unpack output ``[B, h, N, d_h]``.
 
-    ``q1`` and ``q2`` must already be scaled by 1/√d_h.
+    ``q1`` and ``q2`` must already be scaled by 1/√d_h.  Half-precision inputs are scanned in
+    float32 (running max, normaliser and accumulator included, as FlashAttention keeps its
+    statistics), with autocast off, and the output is cast back.
     """
+    out_dtype = k1.dtype
+    if out_dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(k1.device.type):
+        with torch.autocast(k1.device.type, enabled=False):
+            f32 = [t.float() for t in (q1, k1, v1)] + [mask] + [t.float() for t in (q2, ck, cv, gk, gv)]
+            out = causal_lda_scan(*f32, chunk_size=chunk_size, dropout_p=dropout_p)
+        return out.to(out_dtype)
     b, h, n, dh = k1.shape
     k = q1.shape[2]
     m = torch.full((b, h, k), float("-inf"), dtype=k1.dtype, device=k1.device)

@@ -31,10 +31,12 @@ class TrainConfig:
     loss: str = "full"  # full | sampled
     negatives: int = 128
     temperature: float = 1.0
+    last_cuts: int = 1  # objective last: random prefixes per user per epoch (plus the full prefix)
     # optimisation
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
+    adam_beta2: float = 0.999
     warmup_steps: int = 0
     clip: float = 1.0
     epochs: int = 100
@@ -44,7 +46,8 @@ class TrainConfig:
     eval: str = "full"
     eval_every: int = 1
     eval_batch: int = 256
-    exclude_history: bool = False
+    exclude_history: str = "none"  # none | input (the model's input window) | all (the whole history)
+    train_on_valid: bool = False  # reproduction mode: train on s[:-1] and report test at the final epoch
     # run
     seed: int = 0
     device: str = "auto"

@@ -1,8 +1,9 @@
 """Evaluation protocols: full-catalogue ranking (default) and sampled ranking (only when asked).
 
 - ``full``: the target is ranked against every item of the catalogue.  Items already in
-  the user's history are ranked as usual unless ``exclude_history`` (then every history
-  item but the target is removed from the ranking).
+  the user's history are ranked as usual unless ``exclude_history`` is ``input`` (the
+  items of the model's input window are removed from the ranking, as generative-recommenders
+  does) or ``all`` (the user's whole history is removed); the target itself never is.
 - ``sampled:N[:uniform|pop]``: the target against N negatives drawn without replacement
   from the items the user never interacted with, uniformly or by popularity.  Its numbers
   are *not* comparable with full ranking, so every output names the protocol.
@@ -20,6 +21,9 @@ import torch
 from ..data.batching import iterate_batches
 from ..data.splits import EvalSet
 from ..metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
+
+
+EXCLUDE = ("none", "input", "all")
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def evaluate(
     protocol: Protocol = Protocol(),
     ks: tuple[int, ...] = DEFAULT_KS,
     batch_size: int = 256,
-    exclude_history: bool = False,
+    exclude_history: str = "none",
     item_counts: np.ndarray | None = None,
     seed: int = 0,
 ) -> dict[str, float]:
@@ -86,9 +90,11 @@ def evaluate(
             scores = model.scores(model.user_repr(items)).float()  # [B, 1 + n_items]
         if protocol.kind == "full":
             scores[:, 0] = float("-inf")  # padding id
-            if exclude_history:
+            if exclude_history not in EXCLUDE:
+                raise ValueError(f"--exclude-history {exclude_history}: accepted: {', '.join(EXCLUDE)}")
+            if exclude_history != "none":
                 for row, i in enumerate(idx):
-                    hist = histories[i]
+                    hist = histories[i] if exclude_history == "all" else split.inputs[i]
                     hist = hist[hist != split.targets[i]]
                     scores[row, torch.as_tensor(hist, device=device)] = float("-inf")
             ranks[idx] = target_ranks(scores, targets).cpu().numpy()

@@ -111,7 +111,7 @@ def make_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opti
     sparse = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
     sparse_ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in sparse_ids]
-    opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)]
+    opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense, lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay)]
     if sparse:
         opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
     return opts
@@ -130,6 +130,8 @@ def train(
     torch.manual_seed(cfg.seed)
     protocol = Protocol.parse(cfg.eval)
     split = leave_one_out(dataset, cfg.max_len)
+    if cfg.train_on_valid:  # reproduction mode (generative-recommenders): the validation item is trained on
+        split.train = [dataset.sequences[u][:-1] for u in split.test.users]
     model = build_model(cfg, dataset.n_items).to(device)
     objective = resolve_objective(cfg, model.causal)
     optimizers = make_optimizers(model, cfg)
@@ -153,10 +155,12 @@ def train(
 
     stopped = "epochs"
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    if state.get("gen_state") is not None:
+        gen.set_state(state["gen_state"])
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"] + 1
         rng = np.random.default_rng([cfg.seed, epoch])
-        inputs, targets = training_examples(split.train, objective, cfg.max_len, rng)
+        inputs, targets = training_examples(split.train, objective, cfg.max_len, rng, cfg.last_cuts)
         if not inputs:
             raise ValueError("no training examples: every user's training part has fewer than 2 items")
         model.train()
@@ -187,7 +191,9 @@ def train(
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             valid = evaluate_split("valid")
             record.update({f"valid_{k}": v for k, v in valid.items() if k != "n_eval"})
-            if valid["ndcg@10"] > state["best"]:
+            if cfg.train_on_valid:  # no clean validation set: report the last epoch, as the reference does
+                state.update(best=valid["ndcg@10"], best_epoch=epoch, valid=valid, test=evaluate_split("test"))
+            elif valid["ndcg@10"] > state["best"]:
                 state.update(best=valid["ndcg@10"], best_epoch=epoch, bad_evals=0, valid=valid)
                 state["test"] = evaluate_split("test")
                 best_state = copy.deepcopy(model.state_dict())
@@ -195,6 +201,7 @@ def train(
                 state["bad_evals"] += 1
             record["best_valid_ndcg@10"] = state["best"]
         state["history"].append(record)
+        state["gen_state"] = gen.get_state()
         if progress:
             progress({"event": "epoch", **record, "wall_s": time.perf_counter() - t_start})
         if checkpoint is not None:
