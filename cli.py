@@ -225,7 +225,9 @@ def train(
     patience: Optional[int] = typer.Option(None, "--patience", help="evaluations without improvement before stopping (0 = never)"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="wall-clock budget"),
     eval_protocol: Optional[str] = typer.Option(None, "--eval", help="full | sampled:N[:uniform|pop] (labelled in every output)"),
-    exclude_history: Optional[bool] = typer.Option(None, "--exclude-history/--include-history"),
+    exclude_history: Optional[str] = typer.Option(None, "--exclude-history", help="none | input (the input window) | all: seen items removed from the ranking"),
+    train_on_valid: Optional[bool] = typer.Option(None, "--train-on-valid/--no-train-on-valid", help="reproduction mode: train on s[:-1], report test at the last epoch"),
+    last_cuts: Optional[int] = typer.Option(None, "--last-cuts", help="objective last: random prefixes per user per epoch"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
     out: str = typer.Option("results/train.csv", "--out", help="results CSV (a row is appended); metrics JSON beside it"),
@@ -243,11 +245,91 @@ def train(
         experts=experts, memory_size=memory_size, topk=topk, objective=objective, loss=loss, negatives=negatives,
         temperature=temperature, l2_norm=l2_norm, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, clip=clip, epochs=epochs, patience=patience, max_minutes=max_minutes,
-        eval=eval_protocol, exclude_history=exclude_history, seed=seed, device=device,
+        eval=eval_protocol, exclude_history=exclude_history, train_on_valid=train_on_valid, last_cuts=last_cuts,
+        seed=seed, device=device,
     )  # fmt: skip
     try:
         run_training(preset, {k: v for k, v in values.items() if v is not None}, data_dir, out, checkpoint, resume, console)
     except ValueError as exc:
+        fail(str(exc).splitlines()[0])
+
+
+# ----------------------------------------------------------------------------------------
+# Ablations and paper figures (issue #5).  Logic lives in elastic_bench.bench.ablation / .figures.
+
+ABLATE_HELP = """Ablate one ELASTIC axis: an accuracy sweep AND an efficiency sweep of the same configurations.
+
+AXIS: experts | memory-size | topk | layers | heads | causal | query-pool.  Both halves append to ONE
+results CSV (default results/ablate-<axis>-<data>.csv; task=accuracy and task=efficiency rows, joinable
+on model + options + d_model/heads/layers); a rerun only runs the missing cells.  The efficiency half
+times `infer` at the accuracy runs' max length (or --seq-len) on the dataset's catalogue size.
+Figures (ablation curves with accuracy and latency on twin axes; parameters/memory bank and FLOPs)
+go to reports/<csv stem>/.
+
+Examples:  elastic-bench ablate memory-size --values 0,1k,4k,16k --data ml-1m --seeds 0,1,2
+           elastic-bench ablate causal --values elastic,elastic-causal --data synthetic --epochs 2
+"""
+
+
+@app.command(help=ABLATE_HELP)
+def ablate(
+    axis: str = typer.Argument(..., help="experts | memory-size | topk | layers | heads | causal | query-pool"),
+    values: str = typer.Option(..., "--values", help="values of the axis, e.g. 0,1k,4k (memory-size), 4..32 (experts), mean,last"),
+    data: Optional[str] = typer.Option(None, "--data", help="named dataset, file, or synthetic[:k=v,...] (default: the preset's)"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of named datasets (or $ELASTIC_BENCH_DATA)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="accuracy seeds, e.g. 0,1,2 (default 0)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="training preset of every accuracy cell (default quick)"),
+    models: Optional[str] = typer.Option(None, "--models", help="backends (default elastic; causal axis: its values)"),
+    option: Optional[List[str]] = typer.Option(None, "--option", help="fixed backend option NAME=VALUE for both halves (repeatable)"),
+    seq_len: Optional[str] = typer.Option(None, "--seq-len", help="efficiency half: lengths (default: the accuracy max length)"),
+    max_len: Optional[str] = typer.Option(None, "--max-len", help="accuracy half: max sequence length"),
+    d_model: Optional[str] = typer.Option(None, "--d-model"),
+    heads: Optional[str] = typer.Option(None, "--heads"),
+    layers: Optional[str] = typer.Option(None, "--layers"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="accuracy: epochs per cell (default: the preset's)"),
+    pass_: Optional[str] = typer.Option(None, "--pass", help="efficiency passes (default infer)"),
+    repeats: Optional[str] = typer.Option(None, "--repeats", help="efficiency: max timed samples per cell"),
+    min_time: Optional[str] = typer.Option(None, "--min-time", help="efficiency: time budget per cell (s)"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda[:N]"),
+    out: Optional[str] = typer.Option(None, "--out", help="results CSV of both halves"),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="skip cells already in --out (default on)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print both grids and stop"),
+    plot: bool = typer.Option(True, "--plot/--no-plot", help="write the ablation figures at the end"),
+) -> None:
+    from elastic_bench.bench.ablation import ablation_spec, run_ablation
+    from elastic_bench.bench.grammar import GrammarError
+
+    eff = {k: v for k, v in {"pass": pass_, "repeats": repeats, "min_time": min_time}.items() if v is not None}
+    try:
+        spec = ablation_spec(
+            axis, values, data=data, data_dir=data_dir, seeds=seeds, preset=preset, models=models, option=option, seq_len=seq_len,
+            max_len=max_len, d_model=d_model, heads=heads, layers=layers, epochs=epochs, efficiency=eff or None, device=device,
+            out=out, resume=resume, dry_run=dry_run, plot=plot,
+        )  # fmt: skip
+        run_ablation(spec, console)
+    except (GrammarError, ValueError) as exc:
+        fail(str(exc).splitlines()[0])
+
+
+@app.command()
+def figures(
+    preset: str = typer.Option(..., "--preset", help="figure preset: cpu-small | paper | path/to/preset.yaml"),
+    from_csv: bool = typer.Option(False, "--from-csv", help="no training or timing: rebuild every figure and table from the CSVs"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of named datasets (or $ELASTIC_BENCH_DATA)"),
+    out: str = typer.Option("reports", "--out", help="figures go to <out>/<preset name>/"),
+    results_dir: str = typer.Option("results", "--results", help="CSVs go to <results>/<preset name>/ unless the preset says"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print every grid and stop"),
+) -> None:
+    """Paper figures in one command: run the preset's missing cells (resumable), then write every figure
+    (PNG + PDF + CSV subset), a LaTeX table (booktabs, mean ± std over seeds, best in bold) and
+    manifest.json (commands, configs, environment, CSV sha256) into reports/<preset>/.
+    Presets are YAML files in elastic_bench/figure_presets/ (copy one to make your own)."""
+    from elastic_bench.bench.figures import run_figures
+    from elastic_bench.bench.grammar import GrammarError
+
+    try:
+        run_figures(preset, from_csv=from_csv, out_root=out, results_root=results_dir, console=console, dry_run=dry_run, data_dir=data_dir)
+    except (GrammarError, ValueError) as exc:
         fail(str(exc).splitlines()[0])
 
 

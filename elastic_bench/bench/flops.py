@@ -31,6 +31,13 @@ from ..attention import Attention
 from .cells import BACKWARD_PASSES, Cell
 
 BWD_OVER_FWD = 2.5
+_aten = torch.ops.aten
+# torch's formulas cover the CUDA flash kernels; the CPU flash kernel has the same FLOPs
+# and leading arguments, so it is counted with them (it was counted as zero before)
+_ALIASES = {
+    _aten._scaled_dot_product_flash_attention_for_cpu: _aten._scaled_dot_product_flash_attention,
+    _aten._scaled_dot_product_flash_attention_for_cpu_backward: _aten._scaled_dot_product_flash_attention_backward,
+}
 
 
 class _Counter(TorchDispatchMode):
@@ -51,13 +58,14 @@ class _Counter(TorchDispatchMode):
         kwargs = kwargs or {}
         if isinstance(func, torch._ops.HigherOrderOperator):
             return NotImplemented
-        if func._overloadpacket not in flop_registry and func is not torch.ops.prim.device.default:
+        packet = _ALIASES.get(func._overloadpacket, func._overloadpacket)
+        if packet not in flop_registry and func is not torch.ops.prim.device.default:
             with self:
                 r = func.decompose(*args, **kwargs)
             if r is not NotImplemented:
                 return r
         out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
+        formula = flop_registry.get(packet)
         if formula is not None:
             flops = int(formula(*args, **kwargs, out_val=out))
             self.total += flops
