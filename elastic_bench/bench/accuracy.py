@@ -27,9 +27,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ..data.resolve import load_dataset
-from ..environment import environment, resolve_device
+from ..environment import resolve_device
 from ..train.config import TrainConfig
-from ..train.rows import accuracy_row
+from ..train.rows import accuracy_row, base_row
 from ..train.trainer import train
 from .cells import backend_info, option_combos
 from .grammar import GrammarError
@@ -147,41 +147,18 @@ def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progr
     return result
 
 
-def _failure_row(cfg: TrainConfig, run_id: str, device: torch.device, status: str, reason: str) -> dict[str, Any]:
-    env = environment(device.type)
-    opts = dict(cfg.options)
-    return {
-        "run_id": run_id,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **env,
-        "task": "accuracy",
-        "level": "model",
-        "model": cfg.model,
-        "options": ";".join(f"{k}={v}" for k, v in cfg.options),
-        "pass": "train",
-        "seq_len": cfg.max_len,
-        "d_model": cfg.d_model,
-        "heads": cfg.heads,
-        "layers": cfg.layers,
-        "experts": opts.get("experts", ""),
-        "memory_size": opts.get("memory_size", ""),
-        "topk": opts.get("topk", ""),
-        "seed": cfg.seed,
-        "dataset": cfg.data,
-        "status": status,
-        "reason": reason[:500],
-        "config_hash": cfg.config_hash(),
-    }
+def _failure_row(cfg: TrainConfig, run_id: str, status: str, reason: str) -> dict[str, Any]:
+    return {**base_row(cfg, run_id), "status": status, "reason": reason[:500]}
 
 
 def _run_cell(cfg: TrainConfig, spec: AccuracySpec, datasets: dict[str, Any], run_id: str, device: torch.device) -> dict[str, Any]:
     info = backend_info(cfg.model)
     if info.cls is None:
-        return _failure_row(cfg, run_id, device, f"skipped:{info.load_error}", "")
+        return _failure_row(cfg, run_id, f"skipped:{info.load_error}", "")
     causal = info.cls.capabilities.causal
     why = info.cls.unavailable_reason(device, torch.float32, causal=causal, head_dim=cfg.d_model // cfg.heads, padding=True)
     if why:
-        return _failure_row(cfg, run_id, device, f"skipped:{why}", "")
+        return _failure_row(cfg, run_id, f"skipped:{why}", "")
     try:
         if cfg.data not in datasets:
             datasets[cfg.data] = load_dataset(cfg.data, spec.data_dir)
@@ -190,4 +167,4 @@ def _run_cell(cfg: TrainConfig, spec: AccuracySpec, datasets: dict[str, Any], ru
         status = "oom" if is_oom(exc) else f"error:{type(exc).__name__}"
         exc.__traceback__ = None
         free_memory(device)
-        return _failure_row(cfg, run_id, device, status, str(exc))
+        return _failure_row(cfg, run_id, status, str(exc))
