@@ -214,6 +214,7 @@ def train(
     objective: Optional[str] = typer.Option(None, "--objective", help="auto | all (causal models only) | last"),
     loss: Optional[str] = typer.Option(None, "--loss", help="full | sampled"),
     negatives: Optional[int] = typer.Option(None, "--negatives", help="sampled softmax negatives"),
+    negatives_per: Optional[str] = typer.Option(None, "--negatives-per", help="sampled softmax: sequence | position"),
     temperature: Optional[float] = typer.Option(None, "--temperature"),
     l2_norm: Optional[bool] = typer.Option(None, "--l2-norm/--no-l2-norm", help="cosine scores"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
@@ -243,7 +244,7 @@ def train(
     values = dict(
         model=model, data=data, fmt=fmt, max_len=max_len, d_model=d_model, heads=heads, layers=layers, dropout=dropout,
         experts=experts, memory_size=memory_size, topk=topk, objective=objective, loss=loss, negatives=negatives,
-        temperature=temperature, l2_norm=l2_norm, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        temperature=temperature, negatives_per=negatives_per, l2_norm=l2_norm, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, clip=clip, epochs=epochs, patience=patience, max_minutes=max_minutes,
         eval=eval_protocol, exclude_history=exclude_history, train_on_valid=train_on_valid, last_cuts=last_cuts,
         seed=seed, device=device,

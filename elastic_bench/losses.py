@@ -50,6 +50,7 @@ def next_item_loss(
     negatives: int = 128,
     generator: torch.Generator | None = None,
     temperature: float = 1.0,
+    negatives_per: str = "sequence",
 ) -> Tensor:
     """Mean next-item cross-entropy of ``model`` on left-padded ``items`` (see the module doc).
 
@@ -58,7 +59,8 @@ def next_item_loss(
     ``sampled``: each sequence draws its own ``negatives`` items uniformly, shared by its
     positions (so a batch of B sequences contrasts against B·n negatives, close to a
     per-position sampler at a fraction of the memory); a negative equal to a position's
-    own target is masked out.
+    own target is masked out.  ``negatives_per="position"`` draws them for every position
+    (generative-recommenders' local sampler; B·N·n gathered embeddings, so more memory).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -71,10 +73,18 @@ def next_item_loss(
         return F.cross_entropy(logits.float() / temperature, t[keep] - 1)
     if loss == "sampled":
         n_items = emb.shape[0] - 1
-        neg = torch.randint(1, n_items + 1, (q.shape[0], negatives), device=q.device, generator=generator)
         pos_logit = (q * emb[t]).sum(-1, keepdim=True)  # [B, M, 1]
-        neg_logit = torch.einsum("bmd,bkd->bmk", q, emb[neg])  # [B, M, n]
-        neg_logit = neg_logit.masked_fill(neg[:, None, :] == t[:, :, None], float("-inf"))  # accidental hits
-        logits = torch.cat([pos_logit, neg_logit], dim=-1)[keep].float() / temperature
+        if negatives_per == "sequence":
+            neg = torch.randint(1, n_items + 1, (q.shape[0], negatives), device=q.device, generator=generator)
+            neg_logit = torch.einsum("bmd,bkd->bmk", q, emb[neg])  # [B, M, n]
+            neg_logit = neg_logit.masked_fill(neg[:, None, :] == t[:, :, None], float("-inf"))  # accidental hits
+            logits = torch.cat([pos_logit, neg_logit], dim=-1)[keep].float() / temperature
+        elif negatives_per == "position":
+            qk, tk = q[keep], t[keep]  # only real positions: [P, D], [P]
+            neg = torch.randint(1, n_items + 1, (len(tk), negatives), device=q.device, generator=generator)
+            neg_logit = torch.einsum("pd,pkd->pk", qk, emb[neg]).masked_fill(neg == tk[:, None], float("-inf"))
+            logits = torch.cat([pos_logit[keep], neg_logit], dim=-1).float() / temperature
+        else:
+            raise ValueError(f"negatives_per={negatives_per!r}; accepted: sequence, position")
         return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=q.device))
     raise ValueError(f"unknown loss {loss!r}; accepted: {', '.join(LOSSES)}")

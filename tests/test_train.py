@@ -107,6 +107,10 @@ def test_losses_temperature_and_l2norm():
     assert l1.item() < math.log(20) + 1  # cosine logits in [-1, 1]: near uniform at T=1
     s = next_item_loss(model, items, targets, "all", "sampled", negatives=8, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(s)
+    p = next_item_loss(model, items, targets, "all", "sampled", negatives=8, negatives_per="position")
+    assert torch.isfinite(p) and p.item() < math.log(9) + 1
+    with pytest.raises(ValueError, match="negatives_per"):
+        next_item_loss(model, items, targets, "all", "sampled", negatives_per="batch")
     with pytest.raises(ValueError, match="temperature"):
         next_item_loss(model, items, targets, "all", temperature=0.0)
 

@@ -31,6 +31,7 @@ class TrainConfig:
     loss: str = "full"  # full | sampled
     negatives: int = 128
     temperature: float = 1.0
+    negatives_per: str = "sequence"  # sampled loss: negatives drawn per sequence or per position
     last_cuts: int = 1  # objective last: random prefixes per user per epoch (plus the full prefix)
     # optimisation
     batch_size: int = 128

@@ -169,7 +169,7 @@ def train(
         n_batches = math.ceil(len(inputs) / cfg.batch_size)
         for step, (x, y, _) in enumerate(iterate_batches(inputs, targets, cfg.batch_size, rng, device, aligned=objective == "all")):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = next_item_loss(model, x, y, objective, cfg.loss, cfg.negatives, generator=gen, temperature=cfg.temperature)
+                loss = next_item_loss(model, x, y, objective, cfg.loss, cfg.negatives, generator=gen, temperature=cfg.temperature, negatives_per=cfg.negatives_per)
             for o in optimizers:
                 o.zero_grad(set_to_none=True)
             loss.backward()
