@@ -37,7 +37,6 @@ import argparse
 import csv
 import datetime
 import gc
-import math
 import os
 import platform
 import sys

@@ -15,7 +15,7 @@ from elastic_bench.bench.ablation_axes import AXES, axis_values
 from elastic_bench.bench.figures import load_preset, run_figures, sha256
 from elastic_bench.bench.grammar import GrammarError
 from elastic_bench.bench.latex import escape, results_table
-from elastic_bench.bench.paper_figures import claim_check_data, joined, pareto_front, plot_ablation, plot_claim_check, plot_pareto
+from elastic_bench.bench.paper_figures import claim_check_data, pareto_front, plot_ablation, plot_claim_check, plot_pareto
 from elastic_bench.bench.significance import Stat, better
 from elastic_bench.bench.store import load_results
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from elastic_bench.data.splits import EvalSet, leave_one_out
+from elastic_bench.data.splits import EvalSet
 from elastic_bench.data.synthetic import synthetic
 from elastic_bench.losses import next_item_loss
 from elastic_bench.metrics import metrics_from_ranks, target_ranks
