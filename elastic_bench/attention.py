@@ -91,6 +91,8 @@ class Attention(nn.Module):
         self.causal = bool(causal)
         self.backend_detail = type(self).__name__
 
+    accepts_kv_input = False  # True when forward(x, mask, kv=...) takes keys/values from ``kv``
+
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -120,8 +122,15 @@ class QKVAttention(Attention):
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return self.split_heads(self.q_proj(x)), self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        q, k, v = self.project(x)
+    accepts_kv_input = True  # forward(x, mask, kv=...) reads keys and values from ``kv``
+
+    def forward(self, x: Tensor, mask: Tensor, kv: Tensor | None = None) -> Tensor:
+        """Self-attention over ``x``; with ``kv`` given, queries from ``x`` and keys/values from ``kv``
+        (same positions and mask: SASRec's block normalises only the queries)."""
+        if kv is None:
+            q, k, v = self.project(x)
+        else:
+            q, k, v = self.split_heads(self.q_proj(x)), self.split_heads(self.k_proj(kv)), self.split_heads(self.v_proj(kv))
         return self.out_proj(self.merge_heads(self.attend(q, k, v, mask)))
 
     def reference(self, x: Tensor, mask: Tensor) -> Tensor:

@@ -27,14 +27,33 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
+BLOCK_STYLES = ("pre-ln", "sasrec")
+
+
 class Block(nn.Module):
-    """Pre-LN transformer block around any attention:
+    """A transformer block around any attention, in one of two styles.
+
+    ``pre-ln`` (the default; the standard pre-LayerNorm block)::
 
         x <- x + Dropout(Attn(LN(x), mask));  x <- x + Dropout(FFN(LN(x)));  x <- x * mask
+
+    ``sasrec`` (SASRec's block as the generative-recommenders reference implements it: only
+    the queries are normalised, the residual stream continues from the normalised queries,
+    and the FFN's residual is taken after the second LayerNorm)::
+
+        q = LN(x);  y = LN(q + Attn(q; keys/values from x, mask));  x <- (y + Dropout(FFN(y))) * mask
+
+    An attention that cannot take keys/values from a second input (see
+    :attr:`Attention.accepts_kv_input`) reads them from ``q`` as well.
     """
 
-    def __init__(self, attn: Attention, d_model: int, dropout: float = 0.0, ffn_mult: int = 4, ffn_act: str = "gelu"):
+    def __init__(
+        self, attn: Attention, d_model: int, dropout: float = 0.0, ffn_mult: int = 4, ffn_act: str = "gelu", style: str = "pre-ln"
+    ):
         super().__init__()
+        if style not in BLOCK_STYLES:
+            raise ValueError(f"block style {style!r}; accepted: {', '.join(BLOCK_STYLES)}")
+        self.style = style
         self.ln1 = nn.LayerNorm(d_model)
         self.attn = attn
         self.ln2 = nn.LayerNorm(d_model)
@@ -42,12 +61,25 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return self.finish(x, self.attn(self.ln1(x), mask), mask)
+        q = self.ln1(x)
+        if self.style == "sasrec" and getattr(self.attn, "accepts_kv_input", False):
+            a = self.attn(q, mask, kv=x)
+        else:
+            a = self.attn(q, mask)
+        return self.finish(x, a, mask, q)
 
-    def finish(self, x: Tensor, attn_out: Tensor, mask: Tensor) -> Tensor:
-        """Everything after the attention: residual, FFN sub-block, zeroing of padding."""
-        x = x + self.drop(attn_out)
-        x = x + self.drop(self.ffn(self.ln2(x)))
+    def finish(self, x: Tensor, attn_out: Tensor, mask: Tensor, q: Tensor | None = None) -> Tensor:
+        """Everything after the attention: residuals, FFN sub-block, zeroing of padding.
+
+        ``q`` is the normalised attention input ``LN(x)`` (recomputed when not given); the
+        ``sasrec`` style continues its residual stream from it.
+        """
+        if self.style == "sasrec":
+            y = self.ln2((self.ln1(x) if q is None else q) + attn_out)
+            x = y + self.drop(self.ffn(y))
+        else:
+            x = x + self.drop(attn_out)
+            x = x + self.drop(self.ffn(self.ln2(x)))
         return x * mask.unsqueeze(-1).to(x.dtype)
 
 

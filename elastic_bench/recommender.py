@@ -39,6 +39,7 @@ class ModelConfig:
     dropout: float = 0.2
     ffn_mult: int = 4
     ffn_act: str = "gelu"
+    block: str = "pre-ln"  # pre-ln | sasrec: see layers.Block (sasrec: no final LayerNorm, xavier init)
     l2_norm: bool = False  # score with L2-normalised user and item embeddings (cosine)
     causal: bool | None = None  # None: causal when the backend supports it
     options: tuple[tuple[str, Any], ...] = field(default=())  # backend options, sorted pairs
@@ -75,17 +76,19 @@ class SeqRecModel(nn.Module):
             causal=causal,
             ffn_mult=cfg.ffn_mult,
             ffn_act=cfg.ffn_act,
+            block=cfg.block,
             **backend.resolve_options(options),
         )
         if encoder is None:
             encoder = StackEncoder(
                 [
-                    Block(backend.build(cfg.d_model, cfg.heads, cfg.dropout, causal, **options), cfg.d_model, cfg.dropout, cfg.ffn_mult, cfg.ffn_act)
+                    Block(backend.build(cfg.d_model, cfg.heads, cfg.dropout, causal, **options), cfg.d_model, cfg.dropout, cfg.ffn_mult, cfg.ffn_act, cfg.block)
                     for _ in range(cfg.layers)
                 ]
             )
         self.encoder = encoder
-        self.final_ln = nn.LayerNorm(cfg.d_model)
+        # SASRec's block ends in a LayerNorm already; the reference adds no final one
+        self.final_ln = nn.Identity() if cfg.block == "sasrec" else nn.LayerNorm(cfg.d_model)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -95,6 +98,14 @@ class SeqRecModel(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
         nn.init.trunc_normal_(self.pos_emb.weight, std=1.0 / math.sqrt(self.cfg.d_model))
+        if self.cfg.block == "sasrec":
+            # the reference initialises every weight matrix of its blocks xavier-normal
+            # (a memory bank or static dispatchers outside the blocks keep their own init)
+            for blk in self.encoder.modules():
+                if isinstance(blk, Block):
+                    for p in blk.parameters():
+                        if p.dim() >= 2:
+                            nn.init.xavier_normal_(p)
 
     @property
     def backend_detail(self) -> str:

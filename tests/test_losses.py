@@ -43,3 +43,26 @@ def test_all_needs_a_causal_model_and_unknown_names_fail():
             next_item_loss(m, items, items[:, 0], "every")
         with pytest.raises(ValueError, match="unknown loss"):
             next_item_loss(m, items, items[:, 0], "last", loss="bpr")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("chunk", [1, 7, 256])
+def test_per_position_sampled_softmax_matches_its_eager_reference(dtype, chunk):
+    from elastic_bench.losses import PerPositionSampledSoftmax, per_position_sampled_softmax_reference
+
+    g = torch.Generator().manual_seed(chunk)
+    p, d, n_items, n = 37, 12, 15, 9  # few items: duplicates and accidental hits are certain
+    q = torch.randn(p, d, generator=g, dtype=dtype, requires_grad=True)
+    emb = torch.randn(n_items + 1, d, generator=g, dtype=dtype, requires_grad=True)
+    t = torch.randint(1, n_items + 1, (p,), generator=g)
+    neg = torch.randint(1, n_items + 1, (p, n), generator=g)
+    assert (neg == t[:, None]).any()
+    ref = per_position_sampled_softmax_reference(q, emb, t, neg, 0.3)
+    gq, ge = torch.autograd.grad(ref, (q, emb))
+    out = PerPositionSampledSoftmax.apply(q, emb, t, neg, 0.3, chunk)
+    fq, fe = torch.autograd.grad(out, (q, emb))
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(out.double(), ref.double(), rtol=tol, atol=tol)
+    torch.testing.assert_close(fq, gq, rtol=tol, atol=tol)
+    torch.testing.assert_close(fe, ge, rtol=tol, atol=tol)
+    assert fe[0].abs().sum() == 0  # padding row never a candidate

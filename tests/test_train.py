@@ -186,3 +186,34 @@ def test_last_objective_cuts_and_train_on_valid():
     cfg = TrainConfig(model="softmax", max_len=8, d_model=16, heads=2, layers=1, dropout=0.0, epochs=2, batch_size=16, train_on_valid=True)
     result = train(cfg, ds)
     assert result.best_epoch == 2  # reproduction mode: the last epoch is reported
+
+
+def test_sasrec_block_style():
+    """SASRec's block: keys/values from the un-normalised input, no final LayerNorm,
+    xavier-initialised block weights; still causal, padding-invariant and trainable."""
+    from elastic_bench.layers import Block
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.make("softmax", n_items=30, max_len=12, d_model=16, heads=1, layers=2, dropout=0.0, block="sasrec")
+    model = SeqRecModel(cfg).eval()
+    assert isinstance(model.final_ln, torch.nn.Identity)
+    blk = model.encoder.blocks[0]
+    assert blk.style == "sasrec"
+    x = torch.randn(2, 5, 16)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    q = blk.ln1(x)
+    y = blk.ln2(q + blk.attn(q, mask, kv=x))
+    torch.testing.assert_close(blk(x, mask), y + blk.ffn(y))
+    assert not torch.allclose(blk.attn(q, mask, kv=x), blk.attn(q, mask))  # K/V really come from x
+    items = torch.randint(1, 31, (2, 12))
+    other = items.clone()
+    other[:, 6:] = torch.randint(1, 31, (2, 6))
+    torch.testing.assert_close(model(other)[:, :6], model(items)[:, :6], rtol=1e-5, atol=1e-5)
+    padded = torch.cat([torch.zeros(2, 3, dtype=torch.long), items[:, 3:]], 1)
+    torch.testing.assert_close(model(padded)[:, 3:], model(items[:, 3:]), rtol=1e-5, atol=1e-5)  # left padding changes nothing
+    # elastic accepts the style too (its LDA reads keys/values from the normalised input)
+    e = SeqRecModel(ModelConfig.make("elastic", n_items=30, max_len=12, d_model=16, heads=2, layers=1, dropout=0.0, block="sasrec", options={"experts": 4, "memory_size": 16}))
+    assert all(b.style == "sasrec" for b in e.encoder.blocks)
+    assert torch.isfinite(e(items)).all()
+    with pytest.raises(ValueError, match="block style"):
+        Block(blk.attn, 16, style="post-ln")

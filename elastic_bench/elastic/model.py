@@ -77,6 +77,7 @@ class ElasticEncoder(nn.Module):
         causal: bool = False,
         ffn_mult: int = 4,
         ffn_act: str = "gelu",
+        block: str = "pre-ln",
         experts: int = 32,
         memory_size: int = 65536,
         topk: int | None = None,
@@ -88,7 +89,7 @@ class ElasticEncoder(nn.Module):
         self.causal = causal
         self.source = dispatcher_source(d_model, experts, 0 if causal else memory_size, topk, query_pool, sparse_grad)
         self.blocks = nn.ModuleList(
-            Block(LDALayer(d_model, heads, dropout, causal, ffn_mult, chunk_size, ffn_act), d_model, dropout, ffn_mult, ffn_act)
+            Block(LDALayer(d_model, heads, dropout, causal, ffn_mult, chunk_size, ffn_act), d_model, dropout, ffn_mult, ffn_act, block)
             for _ in range(layers)
         )
 
@@ -99,6 +100,7 @@ class ElasticEncoder(nn.Module):
     def forward(self, h: Tensor, mask: Tensor, item_emb: Tensor | None = None) -> Tensor:
         p = self.source(h if item_emb is None else item_emb, mask)
         for blk in self.blocks:
-            a, p = blk.attn(blk.ln1(h), mask, p)
-            h = blk.finish(h, a, mask)
+            q = blk.ln1(h)
+            a, p = blk.attn(q, mask, p)
+            h = blk.finish(h, a, mask, q)
         return h

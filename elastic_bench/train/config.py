@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 
+HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"block": "pre-ln"}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines one training run.  ``options`` are the backend's own
@@ -24,6 +27,7 @@ class TrainConfig:
     dropout: float = 0.2
     ffn_mult: int = 4
     ffn_act: str = "gelu"
+    block: str = "pre-ln"  # pre-ln | sasrec (layers.Block)
     l2_norm: bool = False
     options: tuple[tuple[str, Any], ...] = ()
     # objective and loss
@@ -62,16 +66,25 @@ class TrainConfig:
         d["options"] = dict(self.options)
         return d
 
+    def _hashed(self) -> dict[str, Any]:
+        # fields added after results were first recorded leave the hash unchanged at their
+        # default, so existing results stores and checkpoints keep resuming
+        d = self.to_dict()
+        for k, default in HASH_NEUTRAL_DEFAULTS.items():
+            if d.get(k) == default:
+                d.pop(k)
+        return d
+
     def config_hash(self) -> str:
         """Stable hash of what defines the run's result (not where it runs)."""
-        d = self.to_dict()
+        d = self._hashed()
         d.pop("device")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def checkpoint_key(self) -> str:
         """What a checkpoint must share to be resumed: everything but the stopping rules
         (so a finished run can be extended with more epochs) and the device."""
-        d = self.to_dict()
+        d = self._hashed()
         for k in ("device", "epochs", "patience", "max_minutes"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
