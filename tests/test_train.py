@@ -217,3 +217,11 @@ def test_sasrec_block_style():
     assert torch.isfinite(e(items)).all()
     with pytest.raises(ValueError, match="block style"):
         Block(blk.attn, 16, style="post-ln")
+
+
+def test_block_field_keeps_existing_hashes():
+    """Results stores and checkpoints written before --block existed keep resuming."""
+    base = TrainConfig()
+    assert "block" not in base._hashed() and base.to_dict()["block"] == "pre-ln"
+    assert dataclasses.replace(base, block="sasrec").config_hash() != base.config_hash()
+    assert dataclasses.replace(base, block="sasrec").checkpoint_key() != base.checkpoint_key()
