@@ -26,8 +26,28 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """One line on stderr, then exit (2 = bad input)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def checked_launcher(name: str, ray_address: str | None, ray_cpus: int | None):
+    """The launcher of --launcher, validated before anything else (a bad one exits 2 at once);
+    a ray launcher starts or joins its cluster only when used (``with``)."""
+    from elastic_bench.launch import get_launcher
+
+    try:
+        return get_launcher(name, ray_address, ray_cpus)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def use_launcher(runner, idle: bool = False):
+    """``runner`` as a context manager, or the local one for a dry run (no cluster to start)."""
+    from elastic_bench.launch import LocalLauncher
+
+    return LocalLauncher() if idle else runner
 
 
 @app.command()
@@ -104,6 +124,9 @@ def sweep(
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="skip cells already in --out (default on)"),
     retry_errors: Optional[bool] = typer.Option(None, "--retry-errors", help="rerun cells whose status is error:* or skipped:*"),
     plot: Optional[bool] = typer.Option(None, "--plot/--no-plot", help="write figures to reports/<csv stem>/ at the end (default on)"),
+    launcher: str = typer.Option("local", "--launcher", help="local (this process) | ray (each cell a Ray task; pip install 'elastic-bench[distributed]')"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray: a running cluster (auto | host:port; or $RAY_ADDRESS); default: start a local one"),
+    ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="ray: CPUs of the local cluster it starts (default: all)"),
     task: str = typer.Option("efficiency", "--task", help="efficiency (latency/memory) | accuracy (train + evaluate each cell)"),
     data: Optional[str] = typer.Option(None, "--data", help="accuracy: named dataset, file, or synthetic[:k=v,...]"),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="accuracy: folder of named datasets (or $ELASTIC_BENCH_DATA)"),
@@ -115,6 +138,8 @@ def sweep(
     from elastic_bench.bench.grammar import GrammarError
     from elastic_bench.bench.spec import load_spec
     from elastic_bench.bench.sweep import run_sweep
+
+    runner0 = checked_launcher(launcher, ray_address, ray_cpus)
 
     if task == "accuracy":
         efficiency_only = dict(seq_len=seq_len, batch=batch, tokens_per_batch=tokens_per_batch, dtype=dtype, pass_=pass_, level=level,
@@ -131,7 +156,8 @@ def sweep(
                 max_len=max_len, d_model=d_model, heads=heads, layers=layers, objective=objective, dropout=dropout, device=device,
                 data=data, data_dir=data_dir, preset=preset, epochs=epochs, out=out, resume=resume, dry_run=dry_run, plot=plot,
             )  # fmt: skip
-            run_accuracy_sweep(aspec, console)
+            with use_launcher(runner0, aspec.dry_run) as runner:
+                run_accuracy_sweep(aspec, console, launcher=runner)
         except (GrammarError, ValueError) as exc:
             fail(str(exc))
         return
@@ -152,9 +178,10 @@ def sweep(
     given["pass"] = pass_
     try:
         spec = load_spec(given, config)
-        run_sweep(spec, console)
-    except GrammarError as exc:
-        fail(str(exc))
+        with use_launcher(runner0, spec.dry_run) as runner:
+            run_sweep(spec, console, launcher=runner)
+    except (GrammarError, ValueError) as exc:
+        fail(str(exc).splitlines()[0])
 
 
 @app.command()
@@ -198,6 +225,7 @@ def report(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     model: Optional[str] = typer.Option(None, "--model", help="attention backend (elastic-bench list models); default: the preset's"),
     data: Optional[str] = typer.Option(None, "--data", help="named dataset (ml-1m, beauty, sports), a file, or synthetic[:k=v,...]"),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="folder of named datasets (or $ELASTIC_BENCH_DATA)"),
@@ -208,6 +236,7 @@ def train(
     heads: Optional[int] = typer.Option(None, "--heads"),
     layers: Optional[int] = typer.Option(None, "--layers"),
     dropout: Optional[float] = typer.Option(None, "--dropout"),
+    block: Optional[str] = typer.Option(None, "--block", help="pre-ln | sasrec (SASRec's block: queries-only LayerNorm, no final LayerNorm, xavier init)"),
     experts: Optional[int] = typer.Option(None, "--experts", help="ELASTIC interest experts k"),
     memory_size: Optional[str] = typer.Option(None, "--memory-size", help="ELASTIC IMR slots (perfect square: 0, 1k, 4k, 16k, 64k, 256k, 1m)"),
     topk: Optional[int] = typer.Option(None, "--topk", help="ELASTIC IMR sub-key top-k"),
@@ -234,15 +263,30 @@ def train(
     out: str = typer.Option("results/train.csv", "--out", help="results CSV (a row is appended); metrics JSON beside it"),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="checkpoint file (written every epoch)"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from --checkpoint if it exists"),
+    nproc: int = typer.Option(1, "--nproc", help="processes (DistributedDataParallel; one per GPU on CUDA), started through torchrun on this node"),
 ) -> None:
     """Train one backend in the recommender and evaluate it (full-catalogue ranking by default).
 
     Prints and saves the test metrics at the epoch of the best validation NDCG@10: a JSON file
-    and one row of the sweep's CSV schema (task=accuracy)."""
+    and one row of the sweep's CSV schema (task=accuracy).  --nproc N trains with N processes
+    (global batch unchanged); `torchrun ... -m elastic_bench.train` takes the same options."""
+    from elastic_bench.train import distributed
+
+    if nproc != 1:
+        from elastic_bench.environment import resolve_device
+        from elastic_bench.presets import train_preset
+
+        try:
+            distributed.check_nproc(nproc, resolve_device(device or train_preset(preset).device).type)
+        except ValueError as exc:
+            fail(str(exc).splitlines()[0])
+        if nproc > 1:
+            raise typer.Exit(distributed.launch(nproc, _given_options(ctx, drop=("nproc",))))
+
     from elastic_bench.train.run import run_training
 
     values = dict(
-        model=model, data=data, fmt=fmt, max_len=max_len, d_model=d_model, heads=heads, layers=layers, dropout=dropout,
+        model=model, data=data, fmt=fmt, max_len=max_len, d_model=d_model, heads=heads, layers=layers, dropout=dropout, block=block,
         experts=experts, memory_size=memory_size, topk=topk, objective=objective, loss=loss, negatives=negatives,
         temperature=temperature, negatives_per=negatives_per, l2_norm=l2_norm, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, clip=clip, epochs=epochs, patience=patience, max_minutes=max_minutes,
@@ -252,7 +296,29 @@ def train(
     try:
         run_training(preset, {k: v for k, v in values.items() if v is not None}, data_dir, out, checkpoint, resume, console)
     except ValueError as exc:
+        if not distributed.is_main():  # every rank meets the same error: rank 0 says it
+            raise typer.Exit(2)
         fail(str(exc).splitlines()[0])
+
+
+def _given_options(ctx: typer.Context, drop: tuple[str, ...] = ()) -> List[str]:
+    """The options given on this command line, as arguments again (for a re-launch)."""
+    args: List[str] = []
+    for p in ctx.command.params:  # (typer may bring its own copy of click: no isinstance checks)
+        if getattr(p, "param_type_name", "") != "option" or p.name in drop or p.name not in ctx.params:
+            continue
+        source = ctx.get_parameter_source(p.name)
+        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+            continue
+        value = ctx.params[p.name]
+        if p.is_flag:
+            if p.secondary_opts:
+                args.append(p.opts[0] if value else p.secondary_opts[0])
+            elif value:
+                args.append(p.opts[0])
+        elif value is not None:
+            args += [p.opts[0], str(value)]
+    return args
 
 
 # ----------------------------------------------------------------------------------------
@@ -296,9 +362,14 @@ def ablate(
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="skip cells already in --out (default on)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print both grids and stop"),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="write the ablation figures at the end"),
+    launcher: str = typer.Option("local", "--launcher", help="local (this process) | ray (each cell a Ray task; pip install 'elastic-bench[distributed]')"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray: a running cluster (auto | host:port; or $RAY_ADDRESS); default: start a local one"),
+    ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="ray: CPUs of the local cluster it starts (default: all)"),
 ) -> None:
     from elastic_bench.bench.ablation import ablation_spec, run_ablation
     from elastic_bench.bench.grammar import GrammarError
+
+    runner0 = checked_launcher(launcher, ray_address, ray_cpus)
 
     eff = {k: v for k, v in {"pass": pass_, "repeats": repeats, "min_time": min_time}.items() if v is not None}
     try:
@@ -307,7 +378,8 @@ def ablate(
             max_len=max_len, d_model=d_model, heads=heads, layers=layers, epochs=epochs, efficiency=eff or None, device=device,
             out=out, resume=resume, dry_run=dry_run, plot=plot,
         )  # fmt: skip
-        run_ablation(spec, console)
+        with use_launcher(runner0, dry_run) as runner:
+            run_ablation(spec, console, launcher=runner)
     except (GrammarError, ValueError) as exc:
         fail(str(exc).splitlines()[0])
 
@@ -320,6 +392,9 @@ def figures(
     out: str = typer.Option("reports", "--out", help="figures go to <out>/<preset name>/"),
     results_dir: str = typer.Option("results", "--results", help="CSVs go to <results>/<preset name>/ unless the preset says"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print every grid and stop"),
+    launcher: str = typer.Option("local", "--launcher", help="local (this process) | ray (each cell a Ray task; pip install 'elastic-bench[distributed]')"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray: a running cluster (auto | host:port; or $RAY_ADDRESS); default: start a local one"),
+    ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="ray: CPUs of the local cluster it starts (default: all)"),
 ) -> None:
     """Paper figures in one command: run the preset's missing cells (resumable), then write every figure
     (PNG + PDF + CSV subset), a LaTeX table (booktabs, mean ± std over seeds, best in bold) and
@@ -328,8 +403,13 @@ def figures(
     from elastic_bench.bench.figures import run_figures
     from elastic_bench.bench.grammar import GrammarError
 
+    runner0 = checked_launcher(launcher, ray_address, ray_cpus)
+
     try:
-        run_figures(preset, from_csv=from_csv, out_root=out, results_root=results_dir, console=console, dry_run=dry_run, data_dir=data_dir)
+        with use_launcher(runner0, dry_run or from_csv) as runner:
+            run_figures(
+                preset, from_csv=from_csv, out_root=out, results_root=results_dir, console=console, dry_run=dry_run, data_dir=data_dir, launcher=runner
+            )
     except (GrammarError, ValueError) as exc:
         fail(str(exc).splitlines()[0])
 

@@ -48,6 +48,8 @@ def doctor_report(console: Console) -> None:
     env.add_row("CUDA", torch.version.cuda or "not in this torch build")
     for pkg in OPTIONAL_PACKAGES:
         env.add_row(pkg, package_version(pkg) or "not installed")
+    ray = package_version("ray")
+    env.add_row("launchers", "local, ray " + ray if ray else "local (ray: not installed; pip install 'elastic-bench[distributed]')")
     env.add_row(named.ENV_VAR, str(named.data_dir() or "unset"))
     console.print(env)
     for dtype in ([torch.float32, torch.bfloat16] if cuda else [torch.float32]):

@@ -157,7 +157,9 @@ def ablation_spec(
     return AblationSpec(ax, vals, tuple(acc_specs), espec, out, plot=plot, dry_run=dry_run, commands=(cmd,))
 
 
-def run_ablation(spec: AblationSpec, console: Console | None = None, progress: bool = True, report_dir: str | Path | None = None) -> list[Path]:
+def run_ablation(
+    spec: AblationSpec, console: Console | None = None, progress: bool = True, report_dir: str | Path | None = None, launcher: Any = None
+) -> list[Path]:
     """Run the missing accuracy cells, then the missing efficiency cells; then the figures.
     Returns the figure files written (none with ``dry_run`` or ``plot=False``)."""
     from .sweep import run_sweep
@@ -166,9 +168,9 @@ def run_ablation(spec: AblationSpec, console: Console | None = None, progress: b
     console.rule(f"[bold]ablation {spec.axis.name}[/] = {', '.join(str(v) for v in spec.values)} -> {spec.out}")
     console.print("[bold]accuracy half[/]")
     for a in spec.accuracy:
-        run_accuracy_sweep(a, console, progress=progress)
+        run_accuracy_sweep(a, console, progress=progress, launcher=launcher)
     console.print("[bold]efficiency half[/]")
-    run_sweep(spec.efficiency, console, progress=progress)
+    run_sweep(spec.efficiency, console, progress=progress, launcher=launcher)
     if spec.dry_run or not spec.plot:
         return []
     from .paper_figures import plot_ablation

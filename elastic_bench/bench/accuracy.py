@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from rich.console import Console
@@ -28,6 +28,7 @@ from rich.table import Table
 
 from ..data.resolve import load_dataset
 from ..environment import resolve_device
+from ..launch import is_remote
 from ..train.config import TrainConfig
 from ..train.rows import accuracy_row, base_row
 from ..train.trainer import train
@@ -95,7 +96,9 @@ def print_accuracy_plan(cells: list[TrainConfig], done: dict[str, str], spec: Ac
     console.print(table)
 
 
-def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progress: bool = True) -> AccuracyResult:
+def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progress: bool = True, launcher: Any = None) -> AccuracyResult:
+    """Train the missing cells of ``spec`` here or on ``launcher`` (:mod:`elastic_bench.launch`);
+    this process appends every row."""
     console = console or Console()
     cells = expand_accuracy(spec)
     if not cells:
@@ -120,11 +123,12 @@ def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progr
     try:
         with bar:
             task = bar.add_task("accuracy", total=len(todo), last="")
-            for cfg in todo:
-                bar.update(task, description=f"[cyan]{cfg.model} {dict(cfg.options) or ''} N={cfg.max_len} seed={cfg.seed}[/]")
-                t0 = time.perf_counter()
-                row = _run_cell(cfg, spec, datasets, run_id, device)
-                row["wall_s"] = round(time.perf_counter() - t0, 1)
+            if is_remote(launcher):
+                bar.update(task, description=f"[cyan]{launcher.describe()}[/]")
+                rows = _remote_rows(todo, spec, run_id, launcher)
+            else:
+                rows = _local_rows(todo, spec, datasets, run_id, device, lambda c: bar.update(task, description=f"[cyan]{_label(c)}[/]"))
+            for cfg, row in rows:
                 store.append(row)
                 result.ran += 1
                 result.rows.append(row)
@@ -145,6 +149,43 @@ def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progr
         files = plot_accuracy([spec.out], default_report_dir(spec.out))
         console.print(f"plots: {sum(1 for f in files if f.suffix == '.png')} figures in {default_report_dir(spec.out)}/")
     return result
+
+
+def _label(cfg: TrainConfig) -> str:
+    return f"{cfg.model} {dict(cfg.options) or ''} N={cfg.max_len} seed={cfg.seed}"
+
+
+def _local_rows(todo: list[TrainConfig], spec: AccuracySpec, datasets: dict[str, Any], run_id: str, device: torch.device, on_start: Any) -> Iterator[tuple[TrainConfig, dict[str, Any]]]:
+    for cfg in todo:
+        on_start(cfg)
+        t0 = time.perf_counter()
+        row = _run_cell(cfg, spec, datasets, run_id, device)
+        row["wall_s"] = round(time.perf_counter() - t0, 1)
+        yield cfg, row
+
+
+def _remote_rows(todo: list[TrainConfig], spec: AccuracySpec, run_id: str, launcher: Any) -> Iterator[tuple[TrainConfig, dict[str, Any]]]:
+    """Every cell a task of its own (one GPU each on CUDA, else one CPU); rows as they finish."""
+    from ..launch import Job
+    from .remote_tasks import accuracy_task
+    from .sweep import launcher_failure
+
+    # workers may start elsewhere: give them absolute paths
+    data_dir = str(Path(spec.data_dir).resolve()) if spec.data_dir else None
+    wspec = dataclasses.replace(spec, data_dir=data_dir)
+    cuda = resolve_device(spec.base.device).type == "cuda"
+    cfgs = {c.config_hash(): c for c in todo}
+    jobs = [Job(h, (c, wspec, run_id, _absolute_data(c)), num_cpus=1, num_gpus=1 if cuda else 0) for h, c in cfgs.items()]
+    for out in launcher.run(accuracy_task, jobs):
+        cfg = cfgs[out.job.key]
+        yield cfg, (out.row if out.row is not None else {**base_row(cfg, run_id), **launcher_failure(out)})
+
+
+def _absolute_data(cfg: TrainConfig) -> str | None:
+    """The absolute path of a data file named by a path (None for named and synthetic data):
+    a worker may not share this process's working directory."""
+    p = Path(cfg.data)
+    return str(p.resolve()) if p.is_file() else None
 
 
 def _failure_row(cfg: TrainConfig, run_id: str, status: str, reason: str) -> dict[str, Any]:

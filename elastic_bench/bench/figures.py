@@ -168,7 +168,7 @@ def plan_preset(preset: FigurePreset, dry_run: bool = False) -> tuple[list[tuple
     return plan, commands
 
 
-def run_preset_cells(preset: FigurePreset, console: Console, progress: bool = True, dry_run: bool = False) -> list[str]:
+def run_preset_cells(preset: FigurePreset, console: Console, progress: bool = True, dry_run: bool = False, launcher: Any = None) -> list[str]:
     """Run whatever cells of ``preset`` are missing (resumable); returns the equivalent commands."""
     from .ablation import run_ablation
     from .accuracy import run_accuracy_sweep
@@ -178,12 +178,12 @@ def run_preset_cells(preset: FigurePreset, console: Console, progress: bool = Tr
     for kind, spec in plan:
         if kind == "accuracy":
             console.rule("[bold]main comparison: accuracy[/]")
-            run_accuracy_sweep(spec, console, progress=progress)
+            run_accuracy_sweep(spec, console, progress=progress, launcher=launcher)
         elif kind == "efficiency":
             console.rule("[bold]main comparison: efficiency[/]")
-            run_sweep(spec, console, progress=progress)
+            run_sweep(spec, console, progress=progress, launcher=launcher)
         else:
-            run_ablation(spec, console, progress=progress)
+            run_ablation(spec, console, progress=progress, launcher=launcher)
     return commands
 
 
@@ -274,6 +274,7 @@ def run_figures(
     progress: bool = True,
     dry_run: bool = False,
     data_dir: str | None = None,
+    launcher: Any = None,
 ) -> FiguresResult:
     """The whole ``figures`` command (module docstring); ``data_dir`` overrides the preset's."""
     console = console or Console()
@@ -294,7 +295,7 @@ def run_figures(
                 console.print(f"[yellow]note:[/] {p} differs from the manifest's (sha256 {want[:12]}…): figures will follow the CSV")
         result.commands = list(previous.get("commands") or [])
     else:
-        result.commands = run_preset_cells(preset, console, progress=progress, dry_run=dry_run)
+        result.commands = run_preset_cells(preset, console, progress=progress, dry_run=dry_run, launcher=launcher)
         if dry_run:
             return result
     result.files, _ = build_figures(preset, out_dir, console)

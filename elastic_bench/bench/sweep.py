@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from rich import box
@@ -35,8 +35,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..environment import environment
 from ..environment import device_name as _device_name
+from ..environment import environment
+from ..launch import is_remote
 from .cells import Cell, backend_info, expand
 from .flops import pass_flops
 from .grammar import human_int
@@ -193,6 +194,27 @@ def _base_row(cell: Cell, run_id: str, env: dict[str, str], backend: Any | None)
     }
 
 
+class OomSeries:
+    """Where each series (a plot line: a cell without its shape) first ran out of memory, so
+    that its longer sequences are skipped, not run into the same wall."""
+
+    def __init__(self) -> None:
+        self.at: dict[Cell, tuple[int, int]] = {}
+
+    def record(self, cell: Cell) -> None:
+        series = cell.series()
+        prev = self.at.get(series)
+        if prev is None or cell.seq_len < prev[0]:
+            self.at[series] = (cell.seq_len, cell.batch * cell.seq_len)
+
+    def skip_reason(self, cell: Cell) -> str | None:
+        if cell.series() in self.at:
+            n, tokens = self.at[cell.series()]
+            if cell.seq_len > n and cell.batch * cell.seq_len >= tokens:
+                return f"oom at seq_len={n}"
+        return None
+
+
 class Engine:
     """Measures cells one by one (state: the gate cache and where series ran out of memory)."""
 
@@ -200,7 +222,7 @@ class Engine:
         self.spec = spec
         self.device = torch.device(spec.device)
         self.gates: dict[tuple, GateResult | BaseException] = {}
-        self.oom_at: dict[Cell, tuple[int, int]] = {}
+        self.oom = OomSeries()
 
     def gate(self, backend: Any, cell: Cell) -> GateResult:
         key = (cell.model, cell.dtype, cell.d_model, cell.heads, cell.causal, cell.options, min(cell.seq_len, GATE_MAX_LEN))
@@ -288,11 +310,9 @@ class Engine:
         )
         if why:
             return {"status": f"skipped:{why}"}, backend
-        series = cell.series()
-        if series in self.oom_at:
-            n, tokens = self.oom_at[series]
-            if cell.seq_len > n and cell.batch * cell.seq_len >= tokens:
-                return {"status": f"skipped:oom at seq_len={n}"}, backend
+        why = self.oom.skip_reason(cell)
+        if why:
+            return {"status": f"skipped:{why}"}, backend
         try:
             return self.measure(cell, backend), backend
         except Exception as exc:  # noqa: BLE001 - every failure is a row
@@ -303,12 +323,47 @@ class Engine:
 
     def _failure(self, cell: Cell, exc: Exception) -> dict[str, Any]:
         if is_oom(exc):
-            series = cell.series()
-            prev = self.oom_at.get(series)
-            if prev is None or cell.seq_len < prev[0]:
-                self.oom_at[series] = (cell.seq_len, cell.batch * cell.seq_len)
+            self.oom.record(cell)
             return {"status": "oom", "reason": str(exc).splitlines()[0][:300] if str(exc) else "out of memory"}
         return {"status": f"error:{type(exc).__name__}", "reason": str(exc)[:500]}
+
+
+def measure_row(engine: Engine, cell: Cell, run_id: str, env: dict[str, str]) -> dict[str, Any]:
+    """The complete results row of one cell (what every launcher appends)."""
+    c0 = time.perf_counter()
+    fields, backend = engine.run_cell(cell)
+    return {**_base_row(cell, run_id, env, backend), **fields, "wall_s": round(time.perf_counter() - c0, 3)}
+
+
+def remote_rows(spec: SweepSpec, todo: list[Cell], run_id: str, env: dict[str, str], launcher: Any) -> Iterator[tuple[Cell, dict[str, Any]]]:
+    """``(cell, row)`` as the cells finish on ``launcher``'s workers (in any order).
+
+    Each series of sequence lengths is one group (run in order), so that after an
+    out-of-memory the driver skips the series' longer lengths as the local engine does.
+    """
+    from ..launch import Job
+    from .remote_tasks import efficiency_task
+
+    oom = OomSeries()
+    cells: dict[str, Cell] = {}
+    jobs = []
+    cuda = spec.device_type == "cuda"
+    for cell in todo:
+        key = cell.config_hash()
+        cells[key] = cell
+        jobs.append(Job(key, (spec, cell, run_id), group=cell.series().config_hash(), num_cpus=1 if cuda else max(1, spec.threads), num_gpus=1 if cuda else 0))
+    for out in launcher.run(efficiency_task, jobs, skip=lambda job: oom.skip_reason(cells[job.key])):
+        cell = cells[out.job.key]
+        row = out.row if out.row is not None else {**_base_row(cell, run_id, env, None), **launcher_failure(out)}
+        if row.get("status") == "oom":
+            oom.record(cell)
+        yield cell, row
+
+
+def launcher_failure(out: Any) -> dict[str, Any]:
+    """The status fields of a task that returned no row (worker lost, killed for memory...)."""
+    status = {"worker-lost": "error:worker-lost"}.get(out.status, out.status)
+    return {"status": status, "reason": out.reason}
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -339,8 +394,17 @@ def make_progress(console: Console, disable: bool = False) -> Progress:
     )
 
 
-def run_sweep(spec: SweepSpec, console: Console | None = None, progress: bool = True) -> SweepResult:
-    """Run (or, with ``spec.dry_run``, only print) the sweep; returns what happened."""
+def _local_rows(engine: Engine, todo: list[Cell], run_id: str, env: dict[str, str], on_start: Any) -> Iterator[tuple[Cell, dict[str, Any]]]:
+    for cell in todo:
+        on_start(cell)
+        yield cell, measure_row(engine, cell, run_id, env)
+
+
+def run_sweep(spec: SweepSpec, console: Console | None = None, progress: bool = True, launcher: Any = None) -> SweepResult:
+    """Run (or, with ``spec.dry_run``, only print) the sweep; returns what happened.
+
+    ``launcher``: None or local (in this process) or a remote one (:mod:`elastic_bench.launch`);
+    either way this process appends every row."""
     console = console or Console()
     plan = make_plan(spec)
     print_plan(plan, console)
@@ -363,15 +427,16 @@ def run_sweep(spec: SweepSpec, console: Console | None = None, progress: bool = 
         try:
             with bar:
                 task = bar.add_task("sweep", total=len(todo), last="")
-                for cell in todo:
-                    bar.update(task, description=f"[cyan]{cell.label()}[/]")
-                    c0 = time.perf_counter()
-                    fields, backend = engine.run_cell(cell)
-                    row = {**_base_row(cell, run_id, env, backend), **fields, "wall_s": round(time.perf_counter() - c0, 3)}
+                if is_remote(launcher):
+                    bar.update(task, description=f"[cyan]{launcher.describe()}[/]")
+                    rows = remote_rows(spec, todo, run_id, env, launcher)
+                else:
+                    rows = _local_rows(engine, todo, run_id, env, lambda c: bar.update(task, description=f"[cyan]{c.label()}[/]"))
+                for cell, row in rows:
                     store.append(row)
                     result.ran += 1
                     result.statuses[_status_kind(row["status"])] += 1
-                    bar.update(task, advance=1, last=f"last: {cell.model} N={cell.seq_len} {_summary(fields)}")
+                    bar.update(task, advance=1, last=f"last: {cell.model} N={cell.seq_len} {_summary(row)}")
         except KeyboardInterrupt:
             result.interrupted = True
             console.print(f"[yellow]interrupted:[/] {result.ran} rows written to {spec.out}; rerun the same command to resume")

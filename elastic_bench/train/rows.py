@@ -51,7 +51,8 @@ def accuracy_row(result: TrainResult, run_id: str) -> dict[str, Any]:
         "n_items": result.dataset_stats.get("items", ""),
         "params": result.params,
         "status": "ok",
-        "reason": f"eval={result.protocol}; exclude_history={cfg.exclude_history}; best_epoch={result.best_epoch}/{result.epochs_run}; stopped={result.stopped}",
+        "reason": f"eval={result.protocol}; exclude_history={cfg.exclude_history}; best_epoch={result.best_epoch}/{result.epochs_run}; stopped={result.stopped}"
+        + (f"; ddp={result.world_size}" if result.world_size > 1 else ""),  # processes of a DistributedDataParallel run
         "tokens_per_s": round(result.train_tokens_per_s, 1),
         "peak_mem_mb": round(result.peak_mem_mb, 1),
         "mem_method": result.mem_method,

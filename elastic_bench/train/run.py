@@ -1,4 +1,8 @@
-"""`elastic-bench train`: preset + overrides -> a training run with a progress bar -> JSON + CSV row."""
+"""`elastic-bench train`: preset + overrides -> a training run with a progress bar -> JSON + CSV row.
+
+Under a multi-process launch (``torchrun ... -m elastic_bench.train``, or ``--nproc N``) every
+rank runs this; only rank 0 prints, and writes the CSV row and the JSON (and the checkpoints).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ from ..bench.grammar import GrammarError, parse_memory_sizes
 from ..bench.store import ResultsStore
 from ..data.formats import LoadOptions
 from ..data.resolve import load_dataset
+from ..environment import resolve_device
 from ..presets import SASREC_ML1M_REFERENCE, train_preset
+from . import distributed
 from .config import config_from_mapping
 from .rows import accuracy_row
 from .trainer import train
@@ -29,7 +35,14 @@ def run_training(preset: str, values: dict[str, Any], data_dir: str | None, out:
         except GrammarError as exc:
             raise ValueError(str(exc)) from None
     cfg = config_from_mapping(train_preset(preset, values.pop("model", None)), values)
+    distributed.init_from_env(resolve_device(cfg.device).type)
+    main = distributed.is_main()
+    if not main:
+        console = Console(quiet=True)
+        distributed.barrier()  # rank 0 loads (and caches) the dataset first
     ds = load_dataset(cfg.data, data_dir, LoadOptions(fmt=cfg.fmt), cache_dir=Path(out).parent / ".cache")
+    if main:
+        distributed.barrier()
     stats = ds.stats()
     console.print(
         f"[bold]{cfg.model}[/] on {ds.name}: {stats['users']:,} users, {stats['items']:,} items, "
@@ -47,9 +60,14 @@ def run_training(preset: str, values: dict[str, Any], data_dir: str | None, out:
                 bar.update(step_task, total=ev["steps"], completed=ev["step"], info=f"loss {ev['loss']:.4f}", description=f"epoch {ev['epoch']}")
             else:
                 valid = f" valid NDCG@10 {ev['valid_ndcg@10']:.4f}" if "valid_ndcg@10" in ev else ""
-                bar.update(epoch_task, completed=ev["epoch"], info=f"loss {ev['loss']:.4f}{valid} ({ev['epoch_s']:.1f} s/epoch)")
+                info = f"loss {ev['loss']:.4f}{valid} ({ev['epoch_s']:.1f} s/epoch)"
+                bar.update(epoch_task, completed=ev["epoch"], info=info)
+                if not console.is_terminal:  # a log file (nohup, SLURM): one line per epoch instead of a bar
+                    console.print(f"epoch {ev['epoch']}/{cfg.epochs}: {info}, {ev['wall_s'] / 60:.1f} min")
 
-        result = train(cfg, ds, Path(checkpoint) if checkpoint else None, resume, progress)
+        result = train(cfg, ds, Path(checkpoint) if checkpoint else None, resume, progress if main else None)
+    if not main:
+        return result
     run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     row = accuracy_row(result, run_id)
     store = ResultsStore(out)
@@ -69,8 +87,9 @@ def run_training(preset: str, values: dict[str, Any], data_dir: str | None, out:
         ref = (f"{SASREC_ML1M_REFERENCE[k]:.4f}" if k in SASREC_ML1M_REFERENCE else "",) if preset == "sasrec-ml1m" else ()
         table.add_row(k, f"{result.valid.get(k, float('nan')):.4f}", f"{result.test.get(k, float('nan')):.4f}", *ref)
     console.print(table)
+    ddp = f", {result.world_size} processes (DDP)" if result.world_size > 1 else ""
     console.print(
-        f"{result.epochs_run} epochs ({result.stopped}), {result.wall_s / 60:.1f} min, {result.train_tokens_per_s:,.0f} train tokens/s, "
+        f"{result.epochs_run} epochs ({result.stopped}{ddp}), {result.wall_s / 60:.1f} min, {result.train_tokens_per_s:,.0f} train tokens/s, "
         f"peak memory {result.peak_mem_mb:,.0f} MB ({result.mem_method}) -> {out}, {json_path}"
     )
     return result

@@ -3,6 +3,14 @@
 One function, :func:`train`, with the pieces it uses kept apart: data (``elastic_bench.data``),
 losses (``elastic_bench.losses``), evaluation (:mod:`.evaluate`), checkpoints (:mod:`.checkpoint`).
 The test metrics reported are those measured at the epoch of the best validation NDCG@10.
+
+Under a multi-process launch (``torchrun`` / ``elastic-bench train --nproc N``, see
+:mod:`.distributed`) the model is wrapped in DistributedDataParallel: every rank builds the
+same global batches of ``batch_size`` examples (same seeds) and trains on its rows
+``rank::world``, each rank's mean loss scaled by ``world * n_rank / n_total`` (n = trained
+targets) so that DDP's gradient average is the gradient of the global batch's mean loss, as in
+one process.  Evaluation is sharded across the ranks and exact (:mod:`.evaluate`), so every
+rank holds the same metrics and takes the same early-stopping decisions.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from ..data.splits import leave_one_out, training_examples
 from ..environment import resolve_device
 from ..losses import next_item_loss
 from ..recommender import ModelConfig, SeqRecModel
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluate import Protocol, evaluate
@@ -49,6 +58,7 @@ class TrainResult:
     dataset_stats: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: str = "epochs"
+    world_size: int = 1  # processes of a DistributedDataParallel run (1: one process)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -65,6 +75,7 @@ class TrainResult:
             "peak_mem_mb": round(self.peak_mem_mb, 1),
             "mem_method": self.mem_method,
             "params": self.params,
+            "world_size": self.world_size,
             **{f"valid_{k}": v for k, v in self.valid.items()},
             **{f"test_{k}": v for k, v in self.test.items()},
         }
@@ -100,6 +111,7 @@ def build_model(cfg: TrainConfig, n_items: int) -> SeqRecModel:
         dropout=cfg.dropout,
         ffn_mult=cfg.ffn_mult,
         ffn_act=cfg.ffn_act,
+        block=cfg.block,
         l2_norm=cfg.l2_norm,
         options=cfg.options,
     )
@@ -117,6 +129,33 @@ def make_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opti
     return opts
 
 
+class LossModule(torch.nn.Module):
+    """The model and its next-item loss as one module, so that DistributedDataParallel sees the
+    whole forward pass (``next_item_loss`` calls several of the model's methods)."""
+
+    def __init__(self, model: SeqRecModel, cfg: TrainConfig, objective: str):
+        super().__init__()
+        self.model, self.cfg, self.objective = model, cfg, objective
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        c = self.cfg
+        return next_item_loss(self.model, x, y, self.objective, c.loss, c.negatives, generator=generator, temperature=c.temperature, negatives_per=c.negatives_per)
+
+
+def _has_unused_parameters(loss_module: LossModule, x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether a training step leaves some parameter without a gradient (e.g. the last block's
+    FFN of ``elastic-causal``): DDP must then be told (``find_unused_parameters``).  One probe
+    step on a small batch, with the RNG states restored and the gradients dropped."""
+    model = loss_module.model
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        gen = torch.Generator(device=x.device).manual_seed(0)
+        loss_module(x, y, gen).backward()
+    unused = any(p.requires_grad and p.grad is None for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+    return unused
+
+
 def train(
     cfg: TrainConfig,
     dataset: SequenceDataset,
@@ -127,6 +166,12 @@ def train(
     """Train ``cfg.model`` on ``dataset``; ``progress`` is called after every step and evaluation."""
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
+    distributed.init_from_env(device.type)
+    rank, world, local_rank = distributed.dist_info()
+    if world > 1 and device.type == "cuda":
+        if cfg.device not in ("auto", "cuda"):
+            raise ValueError(f"--device {cfg.device}: a multi-process run puts rank r on cuda:LOCAL_RANK; use --device cuda or auto")
+        device = torch.device("cuda", local_rank)
     torch.manual_seed(cfg.seed)
     protocol = Protocol.parse(cfg.eval)
     split = leave_one_out(dataset, cfg.max_len)
@@ -134,6 +179,8 @@ def train(
         split.train = [dataset.sequences[u][:-1] for u in split.test.users]
     model = build_model(cfg, dataset.n_items).to(device)
     objective = resolve_objective(cfg, model.causal)
+    if world > 1 and distributed.backend_for(device.type) == "nccl" and any(isinstance(m, torch.nn.Embedding) and m.sparse for m in model.modules()):
+        raise ValueError("sparse_grad=True (a memory bank with sparse gradients) cannot be trained on several GPUs: NCCL has no sparse all-reduce; use one process or sparse_grad=False")
     optimizers = make_optimizers(model, cfg)
     warm = max(cfg.warmup_steps, 0)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0) for o in optimizers]
@@ -148,15 +195,44 @@ def train(
     best_state = None
     if checkpoint is not None and resume and checkpoint.is_file():
         state, best_state = load_checkpoint(checkpoint, cfg, model, optimizers, schedulers)
+        if rank != 0:
+            best_state = None  # only rank 0 writes checkpoints
 
     def evaluate_split(which: str) -> dict[str, float]:
         es, hist = (split.valid, valid_hist) if which == "valid" else (split.test, test_hist)
-        return evaluate(model, es, hist, protocol, batch_size=cfg.eval_batch, exclude_history=cfg.exclude_history, item_counts=counts, seed=cfg.seed)
+        return evaluate(
+            model, es, hist, protocol, batch_size=cfg.eval_batch, exclude_history=cfg.exclude_history, item_counts=counts, seed=cfg.seed, rank=rank, world=world
+        )
 
     stopped = "epochs"
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    if state.get("gen_state") is not None:
-        gen.set_state(state["gen_state"])
+    loss_module = LossModule(model, cfg, objective)
+    step_module: torch.nn.Module = loss_module
+    if world == 1:
+        state.pop("rank_rng", None)  # another run's per-rank streams (a multi-process checkpoint resumed here)
+        gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        if state.get("gen_state") is not None:
+            gen.set_state(state["gen_state"])
+    else:
+        # the model was initialised identically on every rank (same seed; DDP broadcasts rank 0's
+        # weights anyway); dropout masks and sampled negatives get a stream per rank
+        rank_rng = state.get("rank_rng")
+        gen = torch.Generator(device=device)
+        if rank_rng is not None and len(rank_rng) == world:  # resuming a run of the same world size
+            mine = rank_rng[rank]
+            torch.set_rng_state(mine["torch"])
+            if mine.get("cuda") is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"], device)
+            gen.set_state(mine["gen"])
+        else:  # a fresh run, or a checkpoint of another world size: fresh per-rank streams
+            torch.manual_seed(distributed.seed_for(cfg.seed, rank, state["epoch"]))
+            gen.manual_seed(distributed.seed_for(cfg.seed, rank, state["epoch"], 1))
+        probe_x, probe_y, _ = next(
+            iterate_batches(*training_examples(split.train[:8], objective, cfg.max_len, np.random.default_rng(0), 1), 4, None, device, aligned=objective == "all"),
+            (None, None, None),
+        )
+        unused = probe_x is not None and _has_unused_parameters(loss_module, probe_x, probe_y)
+        ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        step_module = torch.nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=unused, **ddp_kw)
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"] + 1
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -168,17 +244,28 @@ def train(
         losses = []
         n_batches = math.ceil(len(inputs) / cfg.batch_size)
         for step, (x, y, _) in enumerate(iterate_batches(inputs, targets, cfg.batch_size, rng, device, aligned=objective == "all")):
+            if world > 1:  # every rank holds the same global batch: train on rows rank::world
+                xr, yr = x[rank::world].contiguous(), y[rank::world].contiguous()
+                n_total, n_rank = int((y != 0).sum()), int((yr != 0).sum())
+                weight = world * n_rank / n_total  # DDP averages: sum_r weight_r * grad_r / world = global-batch mean
+                if n_rank == 0:  # a short last batch left this rank no rows: take part with a zero-weight row
+                    xr, yr = x[:1], y[:1]
+            else:
+                xr, yr, weight = x, y, 1.0
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = next_item_loss(model, x, y, objective, cfg.loss, cfg.negatives, generator=gen, temperature=cfg.temperature, negatives_per=cfg.negatives_per)
+                loss = step_module(xr, yr, gen)
             for o in optimizers:
                 o.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight if world > 1 else loss).backward()
             if cfg.clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None and not p.grad.is_sparse], cfg.clip)
             for o, s in zip(optimizers, schedulers):
                 o.step()
                 s.step()
-            lv = loss.item()
+            if world > 1:  # the global batch's mean loss, as one process reports it
+                lv = distributed.all_reduce_sum(torch.tensor([loss.item() * weight / world], dtype=torch.float64)).item()
+            else:
+                lv = loss.item()
             if not math.isfinite(lv):
                 raise FloatingPointError(f"non-finite loss {lv} at epoch {epoch} step {step}")
             losses.append(lv)
@@ -196,7 +283,8 @@ def train(
             elif valid["ndcg@10"] > state["best"]:
                 state.update(best=valid["ndcg@10"], best_epoch=epoch, bad_evals=0, valid=valid)
                 state["test"] = evaluate_split("test")
-                best_state = copy.deepcopy(model.state_dict())
+                if rank == 0:
+                    best_state = copy.deepcopy(model.state_dict())
             else:
                 state["bad_evals"] += 1
             record["best_valid_ndcg@10"] = state["best"]
@@ -205,14 +293,24 @@ def train(
         if progress:
             progress({"event": "epoch", **record, "wall_s": time.perf_counter() - t_start})
         if checkpoint is not None:
-            save_checkpoint(checkpoint, cfg, model, optimizers, schedulers, state, best_state)
+            if world > 1:  # every rank's RNG streams, so that a resumed run continues them
+                mine = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, "gen": gen.get_state()}
+                state["rank_rng"] = distributed.all_gather_object(mine)
+            if rank == 0:
+                save_checkpoint(checkpoint, cfg, model, optimizers, schedulers, state, best_state)
+            distributed.barrier()
         if cfg.patience and state["bad_evals"] >= cfg.patience:
             stopped = f"early-stop (no better validation NDCG@10 in {cfg.patience} evaluations)"
             break
-        if cfg.max_minutes and time.perf_counter() - t_start > cfg.max_minutes * 60:
+        # one decision for all ranks (their clocks differ): rank 0's
+        if cfg.max_minutes and distributed.broadcast_flag(time.perf_counter() - t_start > cfg.max_minutes * 60):
             stopped = f"time budget ({cfg.max_minutes:g} min)"
             break
     peak, method = peak_memory_mb(device)
+    train_s = state["train_s"]
+    if world > 1:  # the largest peak of any rank; the slowest rank's training time (tokens are the global batches')
+        peak = distributed.all_reduce_max(torch.tensor([peak], dtype=torch.float64)).item()
+        train_s = distributed.all_reduce_max(torch.tensor([train_s], dtype=torch.float64)).item()
     return TrainResult(
         config=cfg,
         valid=state["valid"],
@@ -220,8 +318,8 @@ def train(
         best_epoch=state["best_epoch"],
         epochs_run=state["epoch"],
         wall_s=time.perf_counter() - t_start,
-        train_s=state["train_s"],
-        train_tokens_per_s=state["tokens"] / max(state["train_s"], 1e-9),
+        train_s=train_s,
+        train_tokens_per_s=state["tokens"] / max(train_s, 1e-9),
         peak_mem_mb=peak,
         mem_method=method,
         params=model.num_parameters(),
@@ -231,4 +329,5 @@ def train(
         dataset_stats=dataset.stats(),
         history=state["history"],
         stopped=stopped,
+        world_size=world,
     )
