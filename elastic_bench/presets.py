@@ -2,7 +2,7 @@
 
 - ``sasrec-ml1m``: the published SASRec setting on ML-1M of the generative-recommenders
   README (ELASTIC_SPEC.md §4): 2 blocks, 1 head, d = 50, FFN hidden 50 with ReLU, dropout
-  0.2, max length 200, sampled softmax with 128 negatives, temperature 0.05,
+  0.2, max length 200, sampled softmax with 128 negatives drawn per position, temperature 0.05,
   L2-normalised embeddings, batch 128, lr 1e-3 (AdamW, β₂ = 0.98), no weight decay, no
   warm-up, 101 epochs, objective ``all``; and its evaluation protocol: the items of the
   input window are removed from the ranking, training uses s[:-1] (the validation item
@@ -37,6 +37,7 @@ TRAIN_PRESETS: dict[str, tuple[str, TrainConfig]] = {
             objective="auto",  # all for causal models (softmax: as published), last otherwise
             loss="sampled",
             negatives=128,
+            negatives_per="position",  # the reference's local sampler: 128 negatives for every position
             temperature=0.05,
             batch_size=128,
             lr=1e-3,
