@@ -100,10 +100,26 @@ def test_a_dead_worker_is_retried_then_lost_and_groups_run_in_order(cluster):
     assert seen.index("a") < seen.index("b") and seen.index("d") < seen.index("e")  # a group runs in order
 
 
-def test_a_gpu_cell_on_a_cpu_cluster_is_skipped_not_hung(cluster):
+def test_cells_no_node_can_run_are_skipped_not_hung(cluster):
     launcher = get_launcher("ray", ray_address=cluster)
-    (out,) = list(launcher.run(_crash_or_square, [Job("g", 1, num_gpus=1)]))
-    assert out.row is None and out.status.startswith("skipped:no GPU in the Ray cluster")
+    gpu, cpus = launcher.run(_crash_or_square, [Job("g", 1, num_gpus=1), Job("c", 1, num_cpus=3)])
+    assert gpu.row is None and gpu.status.startswith("skipped:no node of the Ray cluster has 1 GPU")
+    assert cpus.row is None and cpus.status.startswith("skipped:no node of the Ray cluster has 3 CPUs")
+
+
+def _timed(x: int) -> dict:
+    start = time.monotonic()
+    time.sleep(0.3)
+    return {"status": "ok", "start": start, "end": time.monotonic()}
+
+
+def test_a_group_never_runs_two_jobs_at_once_even_after_a_skip(cluster):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    launcher = get_launcher("ray", ray_address=cluster)
+    jobs = [Job(k, 0, group="g") for k in "abcd"]
+    outs = {o.job.key: o for o in launcher.run(_timed, jobs, skip=lambda j: "oom at seq_len=8" if j.key == "b" else None)}
+    assert outs["b"].status == "skipped:oom at seq_len=8"
+    assert outs["a"].row["end"] <= outs["c"].row["start"] and outs["c"].row["end"] <= outs["d"].row["start"]
 
 
 def _cli(*args: str) -> list[str]:

@@ -4,13 +4,14 @@
   ``$RAY_ADDRESS``) or starts a local one (``--ray-cpus`` CPUs, default: all).
 - A task asks for the resources of its cell: one GPU for a CUDA cell, else its CPU
   threads (Ray sets ``OMP_NUM_THREADS`` of the worker to match).  A cell no node of the
-  cluster could ever run (a GPU cell on a CPU-only cluster) is a ``skipped`` row instead
-  of a task waiting forever.
+  cluster could ever run (a GPU cell on a CPU-only cluster, more threads than any node has
+  CPUs) is a ``skipped`` row instead of a task waiting forever.
 - Jobs of one *group* (a series of sequence lengths) run one after another, so the
   driver can skip the longer lengths after an out-of-memory; groups run in parallel.
 - A worker that dies (segfault, killed, node lost) is retried once by Ray
   (``max_retries=1``), then reported as ``worker-lost``; a worker Ray's memory monitor kills
-  is reported as ``oom``.
+  is reported as ``oom`` (on a local cluster; a cluster started by ``ray start`` needs
+  ``RAY_task_oom_retries=0`` in its environment, else Ray retries such tasks without end).
 - Ctrl-C (or any exception in the driver) cancels the tasks in flight; a local cluster
   this launcher started is shut down.
 """
@@ -61,7 +62,8 @@ class RayLauncher:
                     raise ValueError("--ray-cpus sizes a local Ray cluster; it cannot be combined with --ray-address")
                 ray.init(address=self.address, **kw)
             else:
-                ray.init(num_cpus=self.num_cpus, **kw)
+                # a task the memory monitor kills is retried without end by default: make it an oom row
+                ray.init(num_cpus=self.num_cpus, _system_config={"task_oom_retries": 0}, **kw)
         except (ConnectionError, RuntimeError) as exc:
             raise ValueError(f"--launcher ray: cannot start or reach Ray ({str(exc).splitlines()[0]})") from None
         self._owned = True
@@ -79,6 +81,18 @@ class RayLauncher:
 
         self.start()
         return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+    def largest_node(self) -> dict[str, float]:
+        """The most CPUs and GPUs any one alive node has (a task must fit on one node)."""
+        import ray
+
+        self.start()
+        best: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
+        for node in ray.nodes():
+            if node.get("Alive"):
+                for k in best:
+                    best[k] = max(best[k], float(node.get("Resources", {}).get(k, 0)))
+        return best
 
     def describe(self) -> str:
         r = self.resources()
@@ -101,7 +115,7 @@ class RayLauncher:
 
         self.start()
         remote = self._remote(fn)
-        capacity = self.resources()
+        capacity = self.largest_node()
         groups: dict[str, deque[Job]] = {}
         for job in jobs:
             groups.setdefault(job.group or job.key, deque()).append(job)
@@ -114,7 +128,9 @@ class RayLauncher:
                 job = queue.popleft()
                 why = skip(job) if skip else None
                 if not why and job.num_gpus > capacity.get("GPU", 0):
-                    why = f"no GPU in the Ray cluster ({capacity.get('GPU', 0):g} GPUs)"
+                    why = f"no node of the Ray cluster has {job.num_gpus:g} GPU(s) (largest: {capacity.get('GPU', 0):g})"
+                if not why and job.num_cpus > capacity.get("CPU", 0):
+                    why = f"no node of the Ray cluster has {job.num_cpus:g} CPUs (largest: {capacity.get('CPU', 0):g}; lower --threads)"
                 if why:
                     ready_outcomes.append(Outcome(job, None, f"skipped:{why}"))
                     continue
@@ -126,10 +142,8 @@ class RayLauncher:
             for group in list(groups):
                 submit_next(group)
             while in_flight or ready_outcomes:
-                while ready_outcomes:
-                    out = ready_outcomes.popleft()
-                    yield out
-                    submit_next(out.job.group or out.job.key)
+                while ready_outcomes:  # skipped jobs: submit_next already moved on to the group's next job
+                    yield ready_outcomes.popleft()
                 if not in_flight:
                     continue
                 done, _ = ray.wait(list(in_flight), num_returns=1)
@@ -158,6 +172,8 @@ def _outcome(job: Job, ref: Any, retries: int) -> Outcome:
     except rex.RayTaskError as exc:
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
         return Outcome(job, None, f"error:{type(cause).__name__}", _first_line(cause))
+    except rex.RayError as exc:  # unschedulable, runtime env, disk or object store full...: a row, not a crash
+        return Outcome(job, None, f"error:{type(exc).__name__}", _first_line(exc))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ def save_checkpoint(path: Path, cfg: TrainConfig, model, optimizers, schedulers,
         "state": state,
         "best_state": best_state,
         "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "cuda_rng": _cuda_rng_state(),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
@@ -45,6 +45,19 @@ def load_checkpoint(path: Path, cfg: TrainConfig, model, optimizers, schedulers)
     for sch, s in zip(schedulers, payload["schedulers"]):
         sch.load_state_dict(s)
     torch.set_rng_state(payload["torch_rng"])
-    if payload.get("cuda_rng") is not None and torch.cuda.is_available():
+    if payload.get("cuda_rng") is not None and _single_process_cuda():
         torch.cuda.set_rng_state_all(payload["cuda_rng"])
     return payload["state"], payload["best_state"]
+
+
+def _single_process_cuda() -> bool:
+    """Every GPU's RNG is this process's to save and restore only outside a multi-process run
+    (under DDP each rank's streams travel in ``state["rank_rng"]``, and touching every GPU
+    from every rank would open a CUDA context on each)."""
+    import torch.distributed as dist
+
+    return torch.cuda.is_available() and not (dist.is_available() and dist.is_initialized())
+
+
+def _cuda_rng_state() -> list | None:
+    return torch.cuda.get_rng_state_all() if _single_process_cuda() else None
