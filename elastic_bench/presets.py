@@ -1,7 +1,7 @@
 """Named training presets: a :class:`TrainConfig` each, overridable from the command line.
 
 - ``sasrec-ml1m``: the published SASRec setting on ML-1M of the generative-recommenders
-  README (ELASTIC_SPEC.md §4): 2 blocks, 1 head, d = 50, FFN hidden 50 with ReLU, dropout
+  README (ELASTIC_SPEC.md §4): 2 SASRec blocks (layers.Block style "sasrec"), 1 head, d = 50, FFN hidden 50 with ReLU, dropout
   0.2, max length 200, sampled softmax with 128 negatives drawn per position, temperature 0.05,
   L2-normalised embeddings, batch 128, lr 1e-3 (AdamW, β₂ = 0.98), no weight decay, no
   warm-up, 101 epochs, objective ``all``; and its evaluation protocol: the items of the
@@ -33,6 +33,7 @@ TRAIN_PRESETS: dict[str, tuple[str, TrainConfig]] = {
             dropout=0.2,
             ffn_mult=1,
             ffn_act="relu",
+            block="sasrec",  # the reference's block (queries-only LayerNorm, no final LayerNorm, xavier init)
             l2_norm=True,
             objective="auto",  # all for causal models (softmax: as published), last otherwise
             loss="sampled",

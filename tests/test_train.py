@@ -167,7 +167,7 @@ def test_sasrec_preset_is_the_published_setting():
     cfg = train_preset("sasrec-ml1m")
     assert (cfg.layers, cfg.heads, cfg.d_model, cfg.dropout, cfg.max_len) == (2, 1, 50, 0.2, 200)
     assert (cfg.loss, cfg.negatives, cfg.negatives_per, cfg.temperature, cfg.l2_norm) == ("sampled", 128, "position", 0.05, True)
-    assert (cfg.batch_size, cfg.lr, cfg.ffn_mult, cfg.ffn_act) == (128, 1e-3, 1, "relu")
+    assert (cfg.batch_size, cfg.lr, cfg.ffn_mult, cfg.ffn_act, cfg.block) == (128, 1e-3, 1, "relu", "sasrec")
     assert SASREC_ML1M_REFERENCE["ndcg@10"] == 0.1603
     with pytest.raises(ValueError, match="unknown"):
         train_preset("nope")
