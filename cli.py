@@ -85,7 +85,9 @@ warms up), threads 1 (stable timings on a busy machine; --threads 0 = torch's de
 61 s on a quiet 2-core AMD EPYC (2026-11-27), about 1.5 min on a busy one.
 Defaults on GPU: every registered backend (unusable ones recorded as skipped), tokens-per-batch
 64k, dtype bf16, pass infer,train_step, repeats 50, min-time 0.5 s, warmup 3.
-Common: level model, d-model 64, heads 2, layers 2, n-items 3706, objective auto (all + last
+Common: level model, causal auto (each backend in every causality it supports: causal and
+non-causal softmax/sdpa/linear, non-causal elastic, causal elastic-causal; reports compare only
+rows of the same causality), d-model 64, heads 2, layers 2, n-items 3706, objective auto (all + last
 for causal models, last for the others), padding full, dropout 0, out results/sweep-<device>.csv,
 plots to reports/<csv stem>/.
 """
@@ -108,6 +110,7 @@ def sweep(
     pass_: Optional[str] = typer.Option(None, "--pass", help="infer, fwd, fwd_bwd, train_step (comma list)"),
     level: Optional[str] = typer.Option(None, "--level", help="model (whole recommender) | op (attention module)"),
     objective: Optional[str] = typer.Option(None, "--objective", help="auto | all | last (backward passes)"),
+    causal: Optional[str] = typer.Option(None, "--causal", help="auto (every causality a backend supports) | yes | no"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda[:N]"),
     repeats: Optional[str] = typer.Option(None, "--repeats", help="max timed samples per cell"),
     min_time: Optional[str] = typer.Option(None, "--min-time", help="time budget per cell (s); stops after it with ≥ 3 samples"),
@@ -142,7 +145,7 @@ def sweep(
     runner0 = checked_launcher(launcher, ray_address, ray_cpus)
 
     if task == "accuracy":
-        efficiency_only = dict(seq_len=seq_len, batch=batch, tokens_per_batch=tokens_per_batch, dtype=dtype, pass_=pass_, level=level,
+        efficiency_only = dict(causal=causal, seq_len=seq_len, batch=batch, tokens_per_batch=tokens_per_batch, dtype=dtype, pass_=pass_, level=level,
                                repeats=repeats, min_time=min_time, warmup=warmup, n_items=n_items, padding=padding, threads=threads)  # fmt: skip
         given_eff = [k.rstrip("_").replace("_", "-") for k, v in efficiency_only.items() if v is not None]
         if given_eff:
@@ -171,7 +174,7 @@ def sweep(
     given = dict(
         seq_len=seq_len, batch=batch, tokens_per_batch=tokens_per_batch, models=models, experts=experts,
         memory_size=memory_size, topk=topk, option=option, d_model=d_model, heads=heads, layers=layers,
-        dtype=dtype, level=level, objective=objective, device=device, repeats=repeats, min_time=min_time,
+        dtype=dtype, level=level, objective=objective, causal=causal, device=device, repeats=repeats, min_time=min_time,
         warmup=warmup, n_items=n_items, padding=padding, dropout=dropout, seed=seed, threads=threads, out=out, baseline=baseline,
         dry_run=dry_run, resume=resume, retry_errors=retry_errors, plot=plot,
     )  # fmt: skip

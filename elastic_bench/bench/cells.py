@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .spec import SweepSpec
 
 BACKWARD_PASSES = ("fwd_bwd", "train_step")
+# ``--dropout auto``: backward passes time training as people train, with the dropout of the
+# training presets (TrainConfig's default and sasrec-ml1m's: 0.2); forward passes run without.
+TRAIN_DROPOUT = 0.2
 OP_LOSS = "sum(y*g)"  # op level: a fixed random upstream gradient stands in for a loss
 
 
@@ -74,10 +77,11 @@ class Cell:
         return dataclasses.replace(self, seq_len=0, batch=0)
 
     def label(self) -> str:
-        """Short human label, e.g. ``model infer fp32 softmax B=16 N=256``."""
+        """Short human label, e.g. ``model infer fp32 softmax (causal) B=16 N=256``."""
         opts = ",".join(f"{k}={_short(v)}" for k, v in self.options)
         obj = f" obj={self.objective}" if self.objective else ""
-        return f"{self.level} {self.pass_} {self.dtype} {self.model}{f'[{opts}]' if opts else ''}{obj} B={self.batch} N={self.seq_len}"
+        causality = "causal" if self.causal else "non-causal"
+        return f"{self.level} {self.pass_} {self.dtype} {self.model}{f'[{opts}]' if opts else ''} ({causality}){obj} B={self.batch} N={self.seq_len}"
 
 
 def _short(v: Any) -> str:
@@ -98,7 +102,24 @@ class BackendInfo:
 
     @property
     def causal(self) -> bool:
+        """Can run causal (a missing backend counts as non-causal, its row says why it is missing)."""
         return bool(self.cls.capabilities.causal) if self.cls is not None else False
+
+    @property
+    def non_causal(self) -> bool:
+        return bool(getattr(self.cls.capabilities, "non_causal", True)) if self.cls is not None else True
+
+    def causal_modes(self, causality: str = "auto") -> tuple[bool, ...]:
+        """The causalities this backend runs under ``--causal`` (``auto``: every one it supports,
+        causal first; ``yes``/``no``: that one if supported, else none)."""
+        if self.cls is None:
+            return (False,)  # one row that says why the backend is missing
+        supported = tuple(c for c, ok in ((True, self.causal), (False, self.non_causal)) if ok)
+        if causality == "yes":
+            return tuple(c for c in supported if c)
+        if causality == "no":
+            return tuple(c for c in supported if not c)
+        return supported or (False,)
 
 
 def backend_info(name: str) -> BackendInfo:
@@ -145,6 +166,13 @@ def objectives_for(pass_: str, level: str, causal: bool, wanted: tuple[str, ...]
     return [(o, "full") for o in out]
 
 
+def cell_dropout(dropout: float | None, pass_: str) -> float:
+    """The dropout of one cell: the given one, or (auto) :data:`TRAIN_DROPOUT` in backward passes."""
+    if dropout is not None:
+        return dropout
+    return TRAIN_DROPOUT if pass_ in BACKWARD_PASSES else 0.0
+
+
 def batches_for(spec: "SweepSpec", seq_len: int) -> list[int]:
     if spec.batches:
         return list(spec.batches)
@@ -161,8 +189,8 @@ def expand(spec: "SweepSpec", device_name: str = "") -> list[Cell]:
             for seq_len in spec.seq_lens:
                 for batch in batches_for(spec, seq_len):
                     for info in infos:
-                        for opts in option_combos(info, spec.option_axes):
-                            for objective, loss in objectives_for(pass_, level, info.causal, spec.objectives):
+                        for opts, causal in itertools.product(option_combos(info, spec.option_axes), info.causal_modes(spec.causality)):
+                            for objective, loss in objectives_for(pass_, level, causal, spec.objectives):
                                 cells.append(
                                     Cell(
                                         level=level,
@@ -177,12 +205,12 @@ def expand(spec: "SweepSpec", device_name: str = "") -> list[Cell]:
                                         heads=heads,
                                         layers=layers if level == "model" else 1,
                                         n_items=spec.n_items if level == "model" else 0,
-                                        causal=info.causal,
+                                        causal=causal,
                                         objective=objective,
                                         loss=loss,
                                         options=opts,
                                         padding=spec.padding,
-                                        dropout=spec.dropout,
+                                        dropout=cell_dropout(spec.dropout, pass_),
                                         seed=spec.seed,
                                         threads=spec.threads if dev == "cpu" else 0,
                                     )

@@ -8,6 +8,13 @@ Passes (each a separate metric):
 - ``fwd_bwd``     forward, loss, backward (one timed call).
 - ``train_step``  forward, loss, backward and an AdamW step.
 
+Precision, as people run each regime: ``infer`` casts the weights to the cell's dtype (a
+served model); the autograd passes (``fwd``, ``fwd_bwd``, ``train_step``) keep fp32 weights
+(and AdamW state) and run under ``torch.autocast`` in the cell's dtype when it is 16-bit, as
+the trainer does (mixed precision).  :func:`precision` names the regime; it is written to the
+row's ``precision`` column.  Dropout is the cell's (``--dropout auto``: the training presets'
+0.2 in backward passes, see :data:`~elastic_bench.bench.cells.TRAIN_DROPOUT`).
+
 Model level: the whole :class:`~elastic_bench.recommender.SeqRecModel` with the cell's
 backend; the loss is :func:`elastic_bench.losses.next_item_loss` (full softmax over the
 catalogue) with the cell's objective.  Op level: the attention module alone on
@@ -34,6 +41,32 @@ from ..attention import DTYPE_NAMES
 from ..losses import next_item_loss
 from ..recommender import ModelConfig, SeqRecModel
 from .cells import Cell
+
+HALF = (torch.float16, torch.bfloat16)
+AUTOGRAD_PASSES = ("fwd", "fwd_bwd", "train_step")
+
+
+def mixed_precision(cell: Cell) -> bool:
+    """fp32 weights + autocast: an autograd pass in a 16-bit dtype."""
+    return cell.pass_ in AUTOGRAD_PASSES and DTYPE_NAMES[cell.dtype] in HALF
+
+
+def precision(cell: Cell) -> str:
+    """The row's ``precision``: ``fp32 weights + bf16 autocast`` or ``bf16 weights``."""
+    return f"fp32 weights + {cell.dtype} autocast" if mixed_precision(cell) else f"{cell.dtype} weights"
+
+
+def _autocast(cell: Cell, device: torch.device, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` under autocast in the cell's dtype when the cell runs mixed precision."""
+    if not mixed_precision(cell):
+        return fn
+    dtype = DTYPE_NAMES[cell.dtype]
+
+    def call() -> Any:
+        with torch.autocast(device.type, dtype=dtype):
+            return fn()
+
+    return call
 
 
 @dataclass
@@ -89,14 +122,19 @@ def model_inputs(cell: Cell, generator: torch.Generator) -> tuple[Tensor, Tensor
 
 def build_workload(cell: Cell, device: torch.device) -> Workload:
     """Model, inputs and the pass closure of ``cell`` on ``device`` (see the module docstring)."""
-    dtype = DTYPE_NAMES[cell.dtype]
+    weights = torch.float32 if mixed_precision(cell) else DTYPE_NAMES[cell.dtype]
     g = torch.Generator().manual_seed(cell.seed)
     torch.manual_seed(cell.seed)
     if cell.level == "model":
-        return _model_workload(cell, device, dtype, g)
-    if cell.level == "op":
-        return _op_workload(cell, device, dtype, g)
-    raise ValueError(f"unknown level {cell.level!r}")
+        work = _model_workload(cell, device, weights, g)
+    elif cell.level == "op":
+        work = _op_workload(cell, device, weights, g)
+    else:
+        raise ValueError(f"unknown level {cell.level!r}")
+    work.run = _autocast(cell, device, work.run)
+    if work.forward is not None:
+        work.forward = _autocast(cell, device, work.forward)
+    return work
 
 
 def _model_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: torch.Generator) -> Workload:
@@ -143,8 +181,9 @@ def _op_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: torch.
     module = backend.build(cell.d_model, cell.heads, dropout=cell.dropout, causal=cell.causal, **dict(cell.options))
     module = module.to(device=device, dtype=dtype)
     mask = left_pad_mask(lengths(cell, g), cell.seq_len)
-    x = torch.randn(cell.batch, cell.seq_len, cell.d_model, generator=g).to(device=device, dtype=dtype)
-    grad = (torch.randn(cell.batch, cell.seq_len, cell.d_model, generator=g) * mask[..., None]).to(device=device, dtype=dtype)
+    act = DTYPE_NAMES[cell.dtype]  # activations arrive in the cell's dtype (under autocast too)
+    x = torch.randn(cell.batch, cell.seq_len, cell.d_model, generator=g).to(device=device, dtype=act)
+    grad = (torch.randn(cell.batch, cell.seq_len, cell.d_model, generator=g) * mask[..., None]).to(device=device, dtype=act)
     mask = mask.to(device)
     x_req = x.detach().clone().requires_grad_(True)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3) if cell.pass_ == "train_step" else None

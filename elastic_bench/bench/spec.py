@@ -34,6 +34,9 @@ PASSES = ("infer", "fwd", "fwd_bwd", "train_step")
 LEVELS = ("model", "op")
 OBJECTIVES = ("auto", "all", "last")
 PADDINGS = ("full", "random")
+# --causal: yes = causal cells only, no = non-causal only, auto = every causality a backend
+# supports (so each mechanism is compared with its peers of the same causality).
+CAUSALITIES = ("auto", "yes", "no")
 # Backend option axes with their own CLI flag; any other one via --option NAME=VALUES.
 NAMED_OPTION_AXES = ("experts", "memory_size", "topk")
 
@@ -62,13 +65,14 @@ GPU_DEFAULTS: dict[str, Any] = {
 }
 COMMON_DEFAULTS: dict[str, Any] = {
     "level": "model",
+    "causal": "auto",
     "objective": "auto",
     "d_model": 64,
     "heads": 2,
     "layers": 2,
     "n_items": 3706,  # the ML-1M catalogue
     "padding": "full",
-    "dropout": 0.0,
+    "dropout": "auto",
     "seed": 0,
     "threads": 0,
     "resume": True,
@@ -79,7 +83,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 KEYS = (
     "seq_len", "batch", "tokens_per_batch", "models", "experts", "memory_size", "topk", "option",
-    "d_model", "heads", "layers", "dtype", "pass", "level", "objective", "device", "repeats", "min_time",
+    "d_model", "heads", "layers", "dtype", "pass", "level", "causal", "objective", "device", "repeats", "min_time",
     "warmup", "n_items", "padding", "dropout", "seed", "threads", "out", "resume", "plot", "dry_run", "retry_errors",
     "baseline",
 )  # fmt: skip
@@ -101,10 +105,11 @@ class SweepSpec:
     heads: tuple[int, ...] = (2,)
     layers: tuple[int, ...] = (2,)
     objectives: tuple[str, ...] = ("auto",)
+    causality: str = "auto"
     device: str = "cpu"
     n_items: int = 3706
     padding: str = "full"
-    dropout: float = 0.0
+    dropout: float | None = None  # None = auto: training's dropout in backward passes, 0 otherwise
     seed: int = 0
     threads: int = 0
     repeats: int = 5
@@ -166,6 +171,13 @@ def _text(v: Any) -> Any:
     """YAML lists -> comma strings; everything else unchanged."""
     if isinstance(v, (list, tuple)):
         return ",".join(str(x) for x in v)
+    return v
+
+
+def _causal_text(v: Any) -> Any:
+    """YAML reads ``causal: yes`` as True: map booleans back to the CLI's words."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     return v
 
 
@@ -277,6 +289,9 @@ def load_spec(overrides: Mapping[str, Any] | None = None, config: str | Path | N
     passes = parse_name_list(_text(get("pass")), "--pass", PASSES)
     levels = parse_name_list(_text(get("level")), "--level", LEVELS)
     objectives = parse_name_list(_text(get("objective")), "--objective", OBJECTIVES)
+    causality = parse_name_list(_text(_causal_text(get("causal"))), "--causal", CAUSALITIES)
+    if len(causality) != 1:
+        raise GrammarError("--causal: one value; accepted: auto, yes, no")
     padding = parse_name_list(_text(get("padding")), "--padding", PADDINGS)
     if len(padding) != 1:
         raise GrammarError("--padding: one value; accepted: full, random")
@@ -310,6 +325,9 @@ def load_spec(overrides: Mapping[str, Any] | None = None, config: str | Path | N
     for name, _ in option_axes:
         if not any(name in i.options for i in infos):
             notes.append(f"--{name.replace('_', '-')} applies to none of the selected models (no backend declares option {name!r})")
+    for info in infos:
+        if info.cls is not None and not info.causal_modes(causality[0]):
+            notes.append(f"{info.name} cannot run {'causal' if causality[0] == 'yes' else 'non-causal'}: left out by --causal {causality[0]}")
     # experts > seq_len: a backend with k dispatchers over fewer than k tokens is invalid here.
     experts_values = dict(option_axes).get("experts")
     for info in infos:
@@ -327,9 +345,10 @@ def load_spec(overrides: Mapping[str, Any] | None = None, config: str | Path | N
     warmup = _whole(get("warmup"), "--warmup", 0)
     min_time = parse_float(get("min_time"), "--min-time")
     n_items = _whole(get("n_items"), "--n-items")
-    dropout = parse_float(get("dropout"), "--dropout")
-    if dropout >= 1:
-        raise GrammarError(f"--dropout: {dropout} must be in [0, 1)")
+    dropout_text = str(get("dropout")).strip().lower()
+    dropout = None if dropout_text == "auto" else parse_float(dropout_text, "--dropout")
+    if dropout is not None and dropout >= 1:
+        raise GrammarError(f"--dropout: {dropout} must be in [0, 1) or auto")
     seed = _whole(get("seed"), "--seed", 0)
     threads = _whole(get("threads"), "--threads", 0)
     out = str(merged.get("out") or _default_out(device.type))
@@ -349,6 +368,7 @@ def load_spec(overrides: Mapping[str, Any] | None = None, config: str | Path | N
         heads=heads,
         layers=layers,
         objectives=objectives,
+        causality=causality[0],
         device=str(device),
         n_items=n_items,
         padding=padding[0],

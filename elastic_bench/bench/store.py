@@ -34,11 +34,11 @@ COLUMNS: tuple[str, ...] = (
     "backend_versions",
     # what was measured
     "task", "level", "model", "backend_detail", "options", "causal", "objective", "loss", "pass",
-    "dtype", "batch", "seq_len", "d_model", "heads", "layers", "n_items", "experts", "memory_size",
+    "dtype", "precision", "batch", "seq_len", "d_model", "heads", "layers", "n_items", "experts", "memory_size",
     "topk", "padding", "dropout", "params", "flops", "flops_method",
     # outcome
-    "status", "reason", "gate_dtype", "gate_max_err", "n_samples", "timer_mode", "latency_ms_p50",
-    "latency_ms_p20", "latency_ms_p80", "tokens_per_s", "peak_mem_mb", "act_mem_mb",
+    "status", "reason", "gate_dtype", "gate_max_err", "n_samples", "n_repeats", "timer_mode", "latency_ms_p50",
+    "latency_ms_p20", "latency_ms_p80", "latency_ms_ci_lo", "latency_ms_ci_hi", "latency_samples_ms", "tokens_per_s", "peak_mem_mb", "act_mem_mb",
     "reserved_mem_mb", "mem_method", "cpu_threads", "wall_s",
     # accuracy runs (empty for efficiency rows)
     "seed", "dataset", "hr@10", "ndcg@10", "mrr@10", "hr@50", "ndcg@50", "mrr@50", "hr@200",
@@ -48,8 +48,8 @@ COLUMNS: tuple[str, ...] = (
 
 NUMERIC_COLUMNS = (
     "batch", "seq_len", "d_model", "heads", "layers", "n_items", "experts", "memory_size", "topk",
-    "dropout", "params", "flops", "gate_max_err", "n_samples", "latency_ms_p50", "latency_ms_p20",
-    "latency_ms_p80", "tokens_per_s", "peak_mem_mb", "act_mem_mb", "reserved_mem_mb", "cpu_threads", "wall_s", "seed",
+    "dropout", "params", "flops", "gate_max_err", "n_samples", "n_repeats", "latency_ms_p50", "latency_ms_p20",
+    "latency_ms_p80", "latency_ms_ci_lo", "latency_ms_ci_hi", "tokens_per_s", "peak_mem_mb", "act_mem_mb", "reserved_mem_mb", "cpu_threads", "wall_s", "seed",
     "hr@10", "ndcg@10", "mrr@10", "hr@50", "ndcg@50", "mrr@50", "hr@200", "ndcg@200", "mrr@200",
 )  # fmt: skip
 
@@ -126,12 +126,35 @@ class ResultsStore:
         self._fh: io.TextIOWrapper | None = None
 
     def check_schema(self) -> None:
-        """Refuse (``GrammarError``) an existing file whose header is not :data:`COLUMNS`."""
+        """Refuse (``GrammarError``) an existing file whose header is not :data:`COLUMNS`, unless
+        it is an older version of this schema (its columns a subset of ours: :meth:`open`
+        upgrades it)."""
         header, _, _ = read_lines(self.path)
-        if header and tuple(header) != COLUMNS:
+        if header and tuple(header) != COLUMNS and not self.upgradable(header):
+            extra = sorted(set(header) - set(COLUMNS))
             raise GrammarError(
-                f"--out: {self.path} has a different column set (another schema version); accepted: a new file or one written by this version"
+                f"--out: {self.path} has a different column set (unknown columns: {', '.join(extra[:5])}); accepted: a new file or one written by this version"
             )
+
+    @staticmethod
+    def upgradable(header: list[str]) -> bool:
+        return bool(header) and "config_hash" in header and set(header) <= set(COLUMNS)
+
+    def upgrade(self) -> bool:
+        """Rewrite an older-schema file with :data:`COLUMNS` (new columns empty), atomically:
+        a temporary file beside it, fsync'ed, then renamed over it.  True when it rewrote."""
+        header, rows, _ = read_lines(self.path)
+        if not header or tuple(header) == COLUMNS:
+            return False
+        tmp = self.path.with_name(self.path.name + ".upgrade.tmp")
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(header_line())
+            for r in rows:
+                fh.write(format_row(dict(zip(header, r))))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        return True
 
     def rows(self) -> list[dict[str, str]]:
         header, rows, _ = read_lines(self.path)
@@ -150,6 +173,7 @@ class ResultsStore:
         self.check_schema()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size:
+            self.upgrade()
             with open(self.path, "rb+") as fh:
                 data = fh.read()
                 if not data.endswith(b"\n"):

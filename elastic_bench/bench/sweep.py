@@ -43,7 +43,7 @@ from .flops import pass_flops
 from .grammar import human_int
 from .gate import GATE_MAX_LEN, GateResult, check_backend
 from .memory import measure_memory
-from .passes import build_workload
+from .passes import build_workload, precision
 from .spec import SweepSpec
 from .store import ResultsStore
 from .timer import time_pass, warm_up
@@ -123,6 +123,7 @@ def print_plan(plan: Plan, console: Console) -> None:
         "pass": lambda c: c.pass_,
         "dtype": lambda c: c.dtype,
         "model": lambda c: c.model,
+        "causal": lambda c: "causal" if c.causal else "non-causal",
         "options": lambda c: _options_text(c, axes),
         "objective": lambda c: c.objective or "-",
         "d/h/L": lambda c: f"{c.d_model}/{c.heads}/{c.layers}",
@@ -176,6 +177,7 @@ def _base_row(cell: Cell, run_id: str, env: dict[str, str], backend: Any | None)
         "loss": cell.loss,
         "pass": cell.pass_,
         "dtype": cell.dtype,
+        "precision": precision(cell) if cell.task == "efficiency" else "",
         "batch": cell.batch,
         "seq_len": cell.seq_len,
         "d_model": cell.d_model,
