@@ -20,25 +20,26 @@ from torch import Tensor
 from elastic_bench.attention import Backend, Capabilities, QKVAttention, masked_softmax_reference
 
 
-def attention_bias(mask: Tensor, n: int, causal: bool, dtype: torch.dtype) -> Tensor:
-    """Additive bias ``[B, 1, N, N]``: 0 where a query may read a key, -inf elsewhere.
+def blocked_pairs(mask: Tensor, n: int, causal: bool) -> Tensor:
+    """Boolean ``[B, 1, N, N]``: True where a query may **not** read a key.
 
-    A query whose keys are all masked (a padding position under causal left padding)
-    is allowed to read itself so that its row stays finite; its output is unspecified.
+    One byte per pair, not a float bias: the eager path stays "standard attention" (it
+    materialises the ``N × N`` scores) without also paying for a float ``[B, 1, N, N]``
+    bias and an extra add on every call.  A query whose keys are all masked (a padding
+    position under causal left padding) is allowed to read itself so that its row stays
+    finite; its output is unspecified.
     """
-    allowed = mask[:, None, None, :].expand(-1, 1, n, n)
+    blocked = ~mask[:, None, None, :]  # [B, 1, 1, N]
     if causal:
-        allowed = allowed & torch.ones(n, n, dtype=torch.bool, device=mask.device).tril()
-    allowed = allowed | torch.eye(n, dtype=torch.bool, device=mask.device)
-    bias = torch.zeros(allowed.shape, dtype=dtype, device=mask.device)
-    return bias.masked_fill(~allowed, float("-inf"))
+        blocked = blocked | torch.ones(n, n, dtype=torch.bool, device=mask.device).triu(1)
+    return blocked & ~torch.eye(n, dtype=torch.bool, device=mask.device)
 
 
 class SoftmaxAttention(QKVAttention):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         n = q.shape[-2]
         s = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        s = s + attention_bias(mask, n, self.causal, s.dtype)
+        s.masked_fill_(blocked_pairs(mask, n, self.causal), float("-inf"))  # in place: no second N×N buffer
         p = torch.softmax(s, dim=-1)
         p = F.dropout(p, self.dropout_p, self.training)
         self.backend_detail = "eager"
