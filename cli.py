@@ -6,6 +6,7 @@ Bad input is one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import List, NoReturn, Optional
 
@@ -30,6 +31,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def allow_dirty_writes(allow: bool) -> None:
+    """``--allow-dirty``: curated results may be appended to from an uncommitted tree."""
+    if allow:
+        from elastic_bench.provenance import ALLOW_DIRTY_ENV
+
+        os.environ[ALLOW_DIRTY_ENV] = "1"
 
 
 def checked_launcher(name: str, ray_address: str | None, ray_cpus: int | None):
@@ -137,7 +146,9 @@ def sweep(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="accuracy: seeds, e.g. 0,1,2 or 0..4:+1"),
     max_len: Optional[str] = typer.Option(None, "--max-len", help="accuracy: max sequence lengths (items kept per user)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="accuracy: epochs per cell (default: the preset's)"),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="write to a curated (git-tracked) results file from an uncommitted tree"),
 ) -> None:
+    allow_dirty_writes(allow_dirty)
     from elastic_bench.bench.grammar import GrammarError
     from elastic_bench.bench.spec import load_spec
     from elastic_bench.bench.sweep import run_sweep
@@ -267,12 +278,14 @@ def train(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="checkpoint file (written every epoch)"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from --checkpoint if it exists"),
     nproc: int = typer.Option(1, "--nproc", help="processes (DistributedDataParallel; one per GPU on CUDA), started through torchrun on this node"),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="write to a curated (git-tracked) results file from an uncommitted tree"),
 ) -> None:
     """Train one backend in the recommender and evaluate it (full-catalogue ranking by default).
 
     Prints and saves the test metrics at the epoch of the best validation NDCG@10: a JSON file
     and one row of the sweep's CSV schema (task=accuracy).  --nproc N trains with N processes
     (global batch unchanged); `torchrun ... -m elastic_bench.train` takes the same options."""
+    allow_dirty_writes(allow_dirty)
     from elastic_bench.train import distributed
 
     if nproc != 1:
@@ -368,7 +381,9 @@ def ablate(
     launcher: str = typer.Option("local", "--launcher", help="local (this process) | ray (each cell a Ray task; pip install 'elastic-bench[distributed]')"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray: a running cluster (auto | host:port; or $RAY_ADDRESS); default: start a local one"),
     ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="ray: CPUs of the local cluster it starts (default: all)"),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="write to a curated (git-tracked) results file from an uncommitted tree"),
 ) -> None:
+    allow_dirty_writes(allow_dirty)
     from elastic_bench.bench.ablation import ablation_spec, run_ablation
     from elastic_bench.bench.grammar import GrammarError
 
@@ -398,11 +413,13 @@ def figures(
     launcher: str = typer.Option("local", "--launcher", help="local (this process) | ray (each cell a Ray task; pip install 'elastic-bench[distributed]')"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray: a running cluster (auto | host:port; or $RAY_ADDRESS); default: start a local one"),
     ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="ray: CPUs of the local cluster it starts (default: all)"),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="write to a curated (git-tracked) results file from an uncommitted tree"),
 ) -> None:
     """Paper figures in one command: run the preset's missing cells (resumable), then write every figure
     (PNG + PDF + CSV subset), a LaTeX table (booktabs, mean ± std over seeds, best in bold) and
     manifest.json (commands, configs, environment, CSV sha256) into reports/<preset>/.
     Presets are YAML files in elastic_bench/figure_presets/ (copy one to make your own)."""
+    allow_dirty_writes(allow_dirty)
     from elastic_bench.bench.figures import run_figures
     from elastic_bench.bench.grammar import GrammarError
 

@@ -28,7 +28,7 @@ from .. import registry
 from ..attention import DTYPE_NAMES
 from ..environment import resolve_device
 from .cells import backend_info
-from .grammar import GrammarError, parse_float, parse_int_axis, parse_memory_sizes, parse_name_list, parse_number
+from .grammar import GrammarError, human_int, parse_float, parse_int_axis, parse_memory_sizes, parse_name_list, parse_number
 
 PASSES = ("infer", "fwd", "fwd_bwd", "train_step")
 LEVELS = ("model", "op")
@@ -325,6 +325,13 @@ def load_spec(overrides: Mapping[str, Any] | None = None, config: str | Path | N
     for name, _ in option_axes:
         if not any(name in i.options for i in infos):
             notes.append(f"--{name.replace('_', '-')} applies to none of the selected models (no backend declares option {name!r})")
+    for t in tokens:
+        over = [n for n in seq_lens if n > t]
+        if over:
+            notes.append(
+                f"--tokens-per-batch {human_int(t)} is exceeded at seq-len {', '.join(human_int(n) for n in over)}: "
+                f"batch 1 holds N tokens there (e.g. {human_int(over[-1])}), so those cells are not at the same token budget"
+            )
     for info in infos:
         if info.cls is not None and not info.causal_modes(causality[0]):
             notes.append(f"{info.name} cannot run {'causal' if causality[0] == 'yes' else 'non-causal'}: left out by --causal {causality[0]}")

@@ -169,7 +169,14 @@ class ResultsStore:
         return done
 
     def open(self) -> None:
-        """Open for appending: create with a header, or cut a truncated last line."""
+        """Open for appending: create with a header, or cut a truncated last line.  A curated
+        (git-tracked) file is refused while the source tree is dirty (:mod:`elastic_bench.provenance`)."""
+        from ..provenance import DirtyTreeError, check_curated_write
+
+        try:
+            check_curated_write(self.path)
+        except DirtyTreeError as exc:
+            raise GrammarError(str(exc)) from None
         self.check_schema()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size:

@@ -73,3 +73,9 @@ def test_the_committed_sweep_resumes_under_the_new_defaults():
     committed = set(rows["config_hash"])
     assert committed and committed <= hashes
     assert len(hashes) > len(committed)  # the non-causal peers are new cells
+
+
+def test_a_token_budget_below_the_longest_sequence_is_said():
+    notes = load_spec({"seq_len": "256..8192", "tokens_per_batch": "4k"}).notes
+    assert any("exceeded at seq-len 8k" in n for n in notes)
+    assert not any("exceeded" in n for n in load_spec({"seq_len": "256..4096", "tokens_per_batch": "4k"}).notes)
