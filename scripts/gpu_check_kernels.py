@@ -4,9 +4,14 @@
 One prepared script for an H100/H200 (torch ≥ 2.4 with CUDA, triton ≥ 3.0, no network),
 run from the repository root::
 
-    python scripts/gpu_check_kernels.py            # CSV to $OUT (or ./results), budget ~4.5 min
+    python scripts/gpu_check_kernels.py            # CSV to $OUT (or ./results), budget 4 min
 
-Sections, each row flushed to the CSV as soon as it is measured (a crash loses one row):
+First a preflight (:mod:`elastic_bench.elastic.kernels.preflight`, about a second): Triton
+must build its C launcher (a C compiler and ``Python.h``) and run a trivial kernel; if it
+cannot, the script prints ``preflight failed: <reason>`` and exits with code 3 before
+anything is timed or written.  Then the sections, in order of importance, so that the time
+budget cuts the least important rows; each row is flushed to the CSV as soon as it is
+measured (a crash loses one row), and names the path that ran in ``backend_detail``:
 
 1. ``env``: card, versions, and the measured device-to-device copy bandwidth (bytes read
    + written per second over a 2 GiB copy): the ceiling of the memory-traffic floors.
@@ -15,20 +20,23 @@ Sections, each row flushed to the CSV as soon as it is measured (a crash loses o
    shapes; padding on the left with an all-pad row.  ``max_rel_err`` = max|kernel - ref| /
    max|ref|, against METHODOLOGY.md's tolerances (fp32 1e-4, 16-bit 2e-2).  A kernel that
    fails is ``incorrect`` and is not timed.
-3. ``op``: the kernels against the PyTorch paths (SDPA pack/unpack, the chunked scan,
-   torch.topk retrieval) with ``triton.testing.do_bench`` (median, p20, p80; L2 flushed).
-   Forward rows carry the memory-traffic floor: the bytes the op must move at least
-   (read k1, v1, q2, write the output, and the mask) / copy bandwidth, and
-   ``floor_frac`` = floor / measured.  ``layer`` rows do the same for one whole LDA layer
-   forward (floor: read X, write the output).
-4. ``model``: the issue's targets: ELASTIC vs the same recommender with ``sdpa-flash`` and
+3. ``model``: the issue's targets: ELASTIC vs the same recommender with ``sdpa-flash`` and
    ``softmax`` at N = 8192, bf16, batch × seq = 64k tokens (B = 8), d = 64, h = 2, k = 32,
    2 layers, full-length sequences (sdpa-flash's CUDA kernel takes no padding mask),
    dropout 0 (the kernels have no attention dropout), 3706 items, full softmax loss;
    ``infer`` (last position, inference mode) and ``train_step`` (forward, loss, backward,
    AdamW step) with peak memory (METHODOLOGY.md's protocol).  ``elastic`` is compared
    under the ``last`` objective and ``elastic-causal`` under ``all``, each with the
-   kernels (``ELASTIC_BENCH_KERNELS=auto``) and with the PyTorch path (``=torch``).
+   kernels (``ELASTIC_BENCH_KERNELS=auto``) and with the PyTorch path (``=torch``).  Two
+   more ``train_step`` rows time ELASTIC as the trainer runs it (fp32 weights, bf16
+   autocast, dropout 0.2): the kernels have no attention dropout, so ``backend_detail``
+   says ``torch:…`` there and the note gives the reason.
+4. ``op``: the kernels against the PyTorch paths (SDPA pack/unpack, the chunked scan,
+   torch.topk retrieval) with ``triton.testing.do_bench`` (median, p20, p80; L2 flushed).
+   Forward rows carry the memory-traffic floor: the bytes the op must move at least
+   (read k1, v1, q2, write the output, and the mask) / copy bandwidth, and
+   ``floor_frac`` = floor / measured.  ``layer`` rows do the same for one whole LDA layer
+   forward (floor: read X, write the output).
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ COLUMNS = [
     "backend_detail", "note",
 ]
 TOL = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 2e-2}
+SCAN_DETAIL = {"triton": "triton:causal-scan(c=32)", "torch": "torch:chunked-scan(c=32)"}  # op rows call the paths directly
+PN_DETAIL = {"triton": "triton:pack+unpack", "torch": "torch:sdpa"}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DEV = torch.device("cuda")
 # shapes (B, h, N, d_h, k); --smoke-cpu swaps in tiny ones (Triton interpreter, fp32/fp16)
@@ -72,11 +82,10 @@ SHAPES = {
     "op": (8, 2, 8192, 32, 32),
     "pk_users": (8, 1024),
     "model": (8192, 8, 3706),  # N, B, items
-    "model_reserve_s": 110.0,
 }
 SMOKE = {
     "check_pn": [(2, 2, 40, 16, 16)], "check_scan": [(2, 2, 40, 16, 16)], "extreme": (1, 2, 40, 16, 16), "pk": [(1024, 8, 4)],
-    "op": (2, 2, 64, 16, 16), "pk_users": (2,), "model": (64, 2, 50), "model_reserve_s": 0.0,
+    "op": (2, 2, 64, 16, 16), "pk_users": (2,), "model": (64, 2, 50),
 }
 
 
@@ -193,7 +202,7 @@ def heads_view(g, b, n, h, dh, dtype, scale=1.0, grad=True):
     return t.requires_grad_(grad) if grad else t
 
 
-def compare(run: Run, name: str, dtype, shape, fn, ref_fn, inputs, weight, note: str = "") -> bool:
+def compare(run: Run, name: str, dtype, shape, fn, ref_fn, inputs, weight, note: str = "", detail: str = "") -> bool:
     """Forward and every input gradient of ``fn`` against ``ref_fn`` (fp32 on the same inputs)."""
     b, h, n, dh, k = shape
     try:
@@ -208,14 +217,15 @@ def compare(run: Run, name: str, dtype, shape, fn, ref_fn, inputs, weight, note:
         finite = bool(torch.isfinite(out).all()) and all(bool(torch.isfinite(t).all()) for t in grads)
         err = max(errs)
         ok = finite and err <= TOL[dtype]
-        detail = "errs(out,grads)=" + ",".join(f"{e:.2g}" for e in errs)
+        errs_note = "errs(out,grads)=" + ",".join(f"{e:.2g}" for e in errs)
         run.row(section="check", name=name, path="triton", dtype=dtype, batch=b, heads=h, seq_len=n, head_dim=dh, experts=k,
-                **{"pass": "fwd_bwd"}, status="ok" if ok else "incorrect", max_rel_err=err, tol=TOL[dtype], note=f"{detail} {note}".strip())
+                **{"pass": "fwd_bwd"}, status="ok" if ok else "incorrect", max_rel_err=err, tol=TOL[dtype], backend_detail=detail,
+                note=f"{errs_note} {note}".strip())
         return ok
     except Exception as exc:  # noqa: BLE001 - a result, not a crash
         traceback.print_exc()
         run.row(section="check", name=name, path="triton", dtype=dtype, batch=b, heads=h, seq_len=n, head_dim=dh, experts=k,
-                **{"pass": "fwd_bwd"}, status=f"error:{type(exc).__name__}", note=str(exc)[:300])
+                **{"pass": "fwd_bwd"}, status=f"error:{type(exc).__name__}", backend_detail=detail, note=str(exc)[:300])
         return False
 
 
@@ -249,12 +259,12 @@ def section_check(run: Run, dtypes) -> None:
             q = randn(g, 1, h, k, dh, dtype=dtype)
             kk, v = heads_view(g, b, n, h, dh, dtype), heads_view(g, b, n, h, dh, dtype)
             w = torch.randn(b, h, k, dh, generator=g).to(DEV)
-            ok = compare(run, "pack", dtype, shape, mods["pack"].pack_attention, pack, [q, kk, v, mask], w)
+            ok = compare(run, "pack", dtype, shape, mods["pack"].pack_attention, pack, [q, kk, v, mask], w, detail="triton:pack")
             run.ok[("pack", dname)] = run.ok.get(("pack", dname), True) and ok
             q2 = heads_view(g, b, n, h, dh, dtype)
             k2, v2 = randn(g, b, h, k, dh, dtype=dtype), randn(g, b, h, k, dh, dtype=dtype)
             w = torch.randn(b, h, n, dh, generator=g).to(DEV)
-            ok = compare(run, "unpack", dtype, shape, mods["unpack"].unpack_attention, unpack, [q2, k2, v2], w)
+            ok = compare(run, "unpack", dtype, shape, mods["unpack"].unpack_attention, unpack, [q2, k2, v2], w, detail="triton:unpack")
             run.ok[("unpack", dname)] = run.ok.get(("unpack", dname), True) and ok
         for shape in SHAPES["check_scan"] if dname == "bf16" else SHAPES["check_scan"][:1]:
             b, h, n, dh, k = shape
@@ -263,9 +273,9 @@ def section_check(run: Run, dtypes) -> None:
             ins = [randn(g, 1, h, k, dh, dtype=dtype, scale=s), heads_view(g, b, n, h, dh, dtype), heads_view(g, b, n, h, dh, dtype), mask,
                    heads_view(g, b, n, h, dh, dtype, scale=s), randn(g, 1, h, k, dh, dtype=dtype), randn(g, 1, h, k, dh, dtype=dtype),
                    randn(g, h, h, dh, dh, dtype=dtype, scale=s), randn(g, h, h, dh, dh, dtype=dtype, scale=s)]
-            w = torch.randn(b, h, n, dh, generator=g).to(DEV) * mask.cummax(1).values[:, None, :, None]
+            w = torch.randn(b, h, n, dh, generator=g).to(DEV)
             ok = compare(run, "causal-scan", dtype, shape, lambda *a: mods["causal_scan"].causal_lda_scan(*a, chunk_size=32),
-                         lambda *a: torch_scan(*a, chunk_size=32), ins, w, note="weights 0 before a row's first real token")
+                         lambda *a: torch_scan(*a, chunk_size=32), ins, w, detail=SCAN_DETAIL["triton"])
             run.ok[("causal-scan", dname)] = run.ok.get(("causal-scan", dname), True) and ok
         # large score range: the per-position fallback (fp32 only; 16-bit scores this large are not meaningful)
         if dname == "fp32":
@@ -274,10 +284,10 @@ def section_check(run: Run, dtypes) -> None:
             ins = [randn(g, 1, h, k, dh, dtype=dtype, scale=60 * dh**-0.5), heads_view(g, b, n, h, dh, dtype), heads_view(g, b, n, h, dh, dtype), mask,
                    heads_view(g, b, n, h, dh, dtype, scale=dh**-0.5), randn(g, 1, h, k, dh, dtype=dtype), randn(g, 1, h, k, dh, dtype=dtype),
                    randn(g, h, h, dh, dh, dtype=dtype, scale=dh**-0.5), randn(g, h, h, dh, dh, dtype=dtype, scale=dh**-0.5)]
-            w = torch.randn(b, h, n, dh, generator=g).to(DEV) * mask.cummax(1).values[:, None, :, None]
+            w = torch.randn(b, h, n, dh, generator=g).to(DEV)
             ok = compare(run, "causal-scan-extreme", dtype, (b, h, n, dh, k), lambda *a: mods["causal_scan"].causal_lda_scan(*a, chunk_size=32),
                          lambda *a: torch_scan(*[t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in a], chunk_size=32),
-                         ins, w, note="scores ~N(0, 60²): per-position fallback chunks; reference float64")
+                         ins, w, note="scores ~N(0, 60²): per-position fallback chunks; reference float64", detail=SCAN_DETAIL["triton"])
         # product keys
         for m, experts, users in SHAPES["pk"]:
             try:
@@ -293,11 +303,13 @@ def section_check(run: Run, dtypes) -> None:
                 ok = err <= TOL[dtype] and bool(torch.isfinite(gq).all()) and (agree > 0.99 or dtype != torch.float32)
                 run.ok[("product-keys", dname)] = run.ok.get(("product-keys", dname), True) and ok
                 run.row(section="check", name="product-keys", path="triton", dtype=dtype, batch=users, experts=experts, **{"pass": "fwd"},
-                        status="ok" if ok else "incorrect", max_rel_err=err, tol=TOL[dtype], note=f"M={m}; index agreement with brute force {agree:.4f}")
+                        status="ok" if ok else "incorrect", max_rel_err=err, tol=TOL[dtype], backend_detail="triton:product-keys",
+                        note=f"M={m}; index agreement with brute force {agree:.4f}")
             except Exception as exc:  # noqa: BLE001
                 traceback.print_exc()
                 run.ok[("product-keys", dname)] = False
-                run.row(section="check", name="product-keys", path="triton", dtype=dtype, **{"pass": "fwd"}, status=f"error:{type(exc).__name__}", note=str(exc)[:300])
+                run.row(section="check", name="product-keys", path="triton", dtype=dtype, **{"pass": "fwd"}, status=f"error:{type(exc).__name__}",
+                        backend_detail="triton:product-keys", note=str(exc)[:300])
 
 
 def traffic_bytes(b, h, n, dh, elt) -> int:
@@ -311,7 +323,7 @@ def section_op(run: Run, dtypes) -> None:
     mods = {m: kernels.load(m) for m in ("pack", "unpack", "causal_scan", "product_keys")}
     b, h, n, dh, k = SHAPES["op"]
     for dname in dtypes:
-        if run.left() < SHAPES["model_reserve_s"] + 30:
+        if run.left() < 20:
             run.row(section="op", name="*", dtype=DTYPES[dname], status="skipped:time-budget")
             return
         dtype = DTYPES[dname]
@@ -333,7 +345,7 @@ def section_op(run: Run, dtypes) -> None:
         times = {}
         for path, (fp, fu) in paths.items():
             if path == "triton" and not ok:
-                run.row(section="op", name="pack+unpack", path=path, **shape, **{"pass": "fwd"}, status="incorrect")
+                run.row(section="op", name="pack+unpack", path=path, **shape, **{"pass": "fwd"}, status="incorrect", backend_detail=PN_DETAIL[path])
                 continue
 
             def fwd(fp=fp, fu=fu):
@@ -351,7 +363,7 @@ def section_op(run: Run, dtypes) -> None:
                 extra = dict(bytes=traffic_bytes(b, h, n, dh, elt), floor_ms=floor_ms, floor_frac=floor_ms / p50) if pname == "fwd" else {}
                 sp = times[("torch", pname)] / p50 if path == "triton" and ("torch", pname) in times else ""
                 run.row(section="op", name="pack+unpack", path=path, **shape, **{"pass": pname}, status="ok", latency_ms_p50=p50,
-                        latency_ms_p20=p20, latency_ms_p80=p80, speedup_vs_torch=sp, **extra)
+                        latency_ms_p20=p20, latency_ms_p80=p80, speedup_vs_torch=sp, backend_detail=PN_DETAIL[path], **extra)
         # --- causal scan
         s = dh**-0.5
         ins = [randn(g, 1, h, k, dh, dtype=dtype, scale=s), k1, v1, mask, heads_view(g, b, n, h, dh, dtype, scale=s),
@@ -361,7 +373,7 @@ def section_op(run: Run, dtypes) -> None:
         times = {}
         for path in ("torch", "triton"):
             if path == "triton" and not run.ok.get(("causal-scan", dname), False):
-                run.row(section="op", name="causal-scan", path=path, **shape, **{"pass": "fwd"}, status="incorrect")
+                run.row(section="op", name="causal-scan", path=path, **shape, **{"pass": "fwd"}, status="incorrect", backend_detail=SCAN_DETAIL[path])
                 continue
             f = scan_paths[path]
 
@@ -373,8 +385,9 @@ def section_op(run: Run, dtypes) -> None:
                 torch.autograd.grad(f(), [t for t in ins if t is not mask], dout)
 
             for pname, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
-                if run.left() < SHAPES["model_reserve_s"] + 10:
-                    run.row(section="op", name="causal-scan", path=path, **shape, **{"pass": pname}, status="skipped:time-budget")
+                if run.left() < 10:
+                    run.row(section="op", name="causal-scan", path=path, **shape, **{"pass": pname}, status="skipped:time-budget",
+                            backend_detail=SCAN_DETAIL[path])
                     continue
                 slow = path == "torch" or pname == "fwd_bwd"  # Python loops over chunks: event timer
                 p50, p20, p80, ns = event_bench(fn, warmup=2, min_iters=3, max_iters=20, budget_s=2.0) if slow else do_bench(fn)
@@ -382,7 +395,7 @@ def section_op(run: Run, dtypes) -> None:
                 extra = dict(bytes=traffic_bytes(b, h, n, dh, elt), floor_ms=floor_ms, floor_frac=floor_ms / p50) if pname == "fwd" else {}
                 sp = times[("torch", pname)] / p50 if path == "triton" and ("torch", pname) in times else ""
                 run.row(section="op", name="causal-scan", path=path, **shape, **{"pass": pname}, status="ok", n_samples=ns, latency_ms_p50=p50,
-                        latency_ms_p20=p20, latency_ms_p80=p80, speedup_vs_torch=sp, note="chunk 32", **extra)
+                        latency_ms_p20=p20, latency_ms_p80=p80, speedup_vs_torch=sp, backend_detail=SCAN_DETAIL[path], **extra)
         # --- product keys
         for users in SHAPES["pk_users"]:
             imr = ProductKeyMemory(64, 32, 65536).to(DEV, dtype)
@@ -390,7 +403,8 @@ def section_op(run: Run, dtypes) -> None:
             times = {}
             for path in ("torch", "triton"):
                 if path == "triton" and not run.ok.get(("product-keys", dname), False):
-                    run.row(section="op", name="product-keys", path=path, dtype=dtype, batch=users, experts=32, **{"pass": "fwd"}, status="incorrect")
+                    run.row(section="op", name="product-keys", path=path, dtype=dtype, batch=users, experts=32, **{"pass": "fwd"}, status="incorrect",
+                            backend_detail="triton:product-keys")
                     continue
                 os.environ[kernels.ENV_VAR] = "torch" if path == "torch" else "triton"
 
@@ -415,7 +429,7 @@ def section_op(run: Run, dtypes) -> None:
             times = {}
             for path in ("torch", "triton"):
                 if path == "triton" and not run.ok.get((kname, dname), False):
-                    run.row(section="layer", name=name, path=path, **shape, **{"pass": "infer"}, status="incorrect")
+                    run.row(section="layer", name=name, path=path, **shape, **{"pass": "infer"}, status="incorrect", note=f"{kname} failed its check")
                     continue
                 os.environ[kernels.ENV_VAR] = "torch" if path == "torch" else "triton"
 
@@ -441,72 +455,93 @@ def section_model(run: Run) -> None:
     items = torch.randint(1, n_items + 1, (b, n), generator=g).to(DEV)  # full length: sdpa-flash takes no padding mask
     t_all = torch.randint(1, n_items + 1, (b, n), generator=g).to(DEV)
     t_last = t_all[:, -1].contiguous()
-    cells = []
+    cells = []  # (backend, path, objective, pass, regime)
     for objective, elastic in (("last", "elastic"), ("all", "elastic-causal")):
-        cells += [(elastic, "triton", objective), (elastic, "torch", objective), ("sdpa-flash", "-", objective), ("softmax", "-", objective)]
-    for backend, path, objective in cells:
-        for pname in ("infer", "train_step"):
-            if run.left() < 25:
-                run.row(section="model", name=backend, path=path, dtype=torch.bfloat16, batch=b, heads=2, seq_len=n, head_dim=32, experts=32,
-                        **{"pass": pname}, status="skipped:time-budget", note=f"objective={objective}")
-                continue
-            if path != "-":  # what a user gets by default on a GPU (the interpreter needs it forced)
-                os.environ[kernels.ENV_VAR] = ("auto" if DEV.type == "cuda" else "triton") if path == "triton" else "torch"
-            model = opt = None
-            try:
-                options = {"experts": 32} if backend.startswith("elastic") else {}
-                cfg = ModelConfig.make(backend, n_items, n, options=options, d_model=64, heads=2, layers=2, dropout=0.0,
-                                       causal=(objective == "all"))
-                model = SeqRecModel(cfg).to(DEV, torch.bfloat16)
-                targets = t_all if objective == "all" else t_last
-                if pname == "infer":
-                    model.eval()
+        for backend, path in ((elastic, "triton"), (elastic, "torch"), ("sdpa-flash", "-"), ("softmax", "-")):
+            cells += [(backend, path, objective, pname, "bf16") for pname in ("infer", "train_step")]
+    # as the trainer trains: the path that actually runs with dropout on (the kernels have none)
+    cells += [(elastic, "triton", objective, "train_step", "trainer") for objective, elastic in (("last", "elastic"), ("all", "elastic-causal"))]
+    for backend, path, objective, pname, regime in cells:
+        if regime == "bf16":
+            dropout, wdtype, dname = 0.0, torch.bfloat16, torch.bfloat16
+            how = "bf16 weights and AdamW state; dropout=0"
+        else:
+            dropout, wdtype, dname = 0.2, torch.float32, "fp32+bf16-autocast"
+            how = "as the trainer: fp32 weights, bf16 autocast, dropout=0.2"
+        if run.left() < 25:
+            run.row(section="model", name=backend, path=path, dtype=dname, batch=b, heads=2, seq_len=n, head_dim=32, experts=32,
+                    **{"pass": pname}, status="skipped:time-budget", note=f"objective={objective}; {how}")
+            continue
+        if path != "-":  # what a user gets by default on a GPU (the interpreter needs it forced)
+            os.environ[kernels.ENV_VAR] = ("auto" if DEV.type == "cuda" else "triton") if path == "triton" else "torch"
+        model = opt = None
+        try:
+            options = {"experts": 32} if backend.startswith("elastic") else {}
+            cfg = ModelConfig.make(backend, n_items, n, options=options, d_model=64, heads=2, layers=2, dropout=dropout,
+                                   causal=(objective == "all"))
+            model = SeqRecModel(cfg).to(DEV, wdtype)
+            targets = t_all if objective == "all" else t_last
+            if pname == "infer":
+                model.eval()
 
-                    def fn():
-                        with torch.inference_mode():
-                            model.user_repr(items)
-                else:
-                    model.train()
-                    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+                def fn():
+                    with torch.inference_mode():
+                        model.user_repr(items)
+            else:
+                model.train()
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
-                    def fn():
-                        opt.zero_grad(set_to_none=True)
-                        next_item_loss(model, items, targets, objective, "full").backward()
-                        opt.step()
+                def fn():
+                    opt.zero_grad(set_to_none=True)
+                    # the trainer's regime: bf16 autocast on the GPU (the CPU smoke run stays in fp32)
+                    amp = DEV.type == "cuda" and regime == "trainer"
+                    with torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=amp):
+                        loss = next_item_loss(model, items, targets, objective, "full")
+                    loss.backward()
+                    opt.step()
 
-                p50, p20, p80, ns = event_bench(fn, warmup=2, min_iters=3, max_iters=20, budget_s=3.0)
-                peak, act = peak_memory(fn)
-                extra = ""
-                if backend.startswith("elastic"):
-                    lda = model.encoder.blocks[0].attn
-                    src = getattr(model.encoder, "source", None)
-                    extra = f"; imr={getattr(src, 'backend_detail', 'static')}" + (f"; kernels did not run: {lda.kernel_reason}" if lda.kernel_reason and path == "triton" else "")
-                run.row(section="model", name=backend, path=path, dtype=torch.bfloat16, batch=b, heads=2, seq_len=n, head_dim=32, experts=32,
-                        **{"pass": pname}, status="ok", n_samples=ns, latency_ms_p50=p50, latency_ms_p20=p20, latency_ms_p80=p80,
-                        peak_mem_mb=peak, act_mem_mb=act, backend_detail=model.backend_detail,
-                        note=f"objective={objective}; loss=full; n_items={n_items}; layers=2; d=64; dropout=0; full-length sequences{extra}")
-            except torch.cuda.OutOfMemoryError:
-                run.row(section="model", name=backend, path=path, dtype=torch.bfloat16, batch=b, seq_len=n, **{"pass": pname}, status="oom",
-                        note=f"objective={objective}")
-            except Exception as exc:  # noqa: BLE001
-                traceback.print_exc()
-                run.row(section="model", name=backend, path=path, dtype=torch.bfloat16, batch=b, seq_len=n, **{"pass": pname},
-                        status=f"error:{type(exc).__name__}", note=f"objective={objective}; {str(exc)[:250]}")
-            finally:
-                os.environ.pop(kernels.ENV_VAR, None)
-                del model, opt
-                gc.collect()
-                torch.cuda.empty_cache()
+            p50, p20, p80, ns = event_bench(fn, warmup=2, min_iters=3, max_iters=20, budget_s=3.0)
+            peak, act = peak_memory(fn)
+            extra = ""
+            if backend.startswith("elastic"):
+                lda = model.encoder.blocks[0].attn
+                src = getattr(model.encoder, "source", None)
+                extra = f"; imr={getattr(src, 'backend_detail', 'static')}" + (f"; kernels did not run: {lda.kernel_reason}" if lda.kernel_reason and path == "triton" else "")
+            run.row(section="model", name=backend, path=path, dtype=dname, batch=b, heads=2, seq_len=n, head_dim=32, experts=32,
+                    **{"pass": pname}, status="ok", n_samples=ns, latency_ms_p50=p50, latency_ms_p20=p20, latency_ms_p80=p80,
+                    peak_mem_mb=peak, act_mem_mb=act, backend_detail=model.backend_detail,
+                    note=f"objective={objective}; loss=full; n_items={n_items}; layers=2; d=64; {how}; full-length sequences{extra}")
+        except torch.cuda.OutOfMemoryError:
+            run.row(section="model", name=backend, path=path, dtype=dname, batch=b, seq_len=n, **{"pass": pname}, status="oom",
+                    note=f"objective={objective}; {how}")
+        except Exception as exc:  # noqa: BLE001
+            traceback.print_exc()
+            run.row(section="model", name=backend, path=path, dtype=dname, batch=b, seq_len=n, **{"pass": pname},
+                    status=f"error:{type(exc).__name__}", note=f"objective={objective}; {how}; {str(exc)[:250]}")
+        finally:
+            os.environ.pop(kernels.ENV_VAR, None)
+            del model, opt
+            gc.collect()
+            torch.cuda.empty_cache()
 
 
-def main() -> int:
+PREFLIGHT_EXIT = 3  # Triton cannot build its launcher or run a kernel here
+
+
+def sections_in_order(run: Run, dtypes) -> list:
+    """By importance: the headline targets (model) before the op rows, so the time budget cuts the least important."""
+    return [("env", lambda: section_env(run)), ("check", lambda: section_check(run, dtypes)),
+            ("model", lambda: section_model(run)), ("op", lambda: section_op(run, dtypes))]
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "results"), help="folder for the CSV ($OUT, else ./results)")
-    ap.add_argument("--budget-s", type=float, default=270.0, help="stop starting new work after this many seconds")
+    ap.add_argument("--budget-s", type=float, default=240.0, help="stop starting new work after this many seconds")
     ap.add_argument("--dtypes", default="bf16,fp16,fp32")
-    ap.add_argument("--sections", default="env,check,op,model")
+    ap.add_argument("--sections", default="env,check,model,op", help="which sections run (always in the order env, check, model, op)")
     ap.add_argument("--smoke-cpu", action="store_true", help="tiny shapes on the CPU under the Triton interpreter: exercises this script, measures nothing")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     global DEV
     if args.smoke_cpu:
         if os.environ.get("TRITON_INTERPRET") != "1":
@@ -523,13 +558,16 @@ def main() -> int:
     if not ok:
         print(info, file=sys.stderr)
         return 2
+    why = kernels.load("preflight").preflight(DEV)  # before anything is timed or written
+    if why:
+        print(f"preflight failed: {why}", file=sys.stderr)
+        return PREFLIGHT_EXIT
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 references in fp32
     run = Run(Path(args.out), args.budget_s)
     print(f"writing {run.path}", flush=True)
     dtypes = [d for d in args.dtypes.split(",") if d]
     sections = args.sections.split(",")
-    for name, fn in (("env", lambda: section_env(run)), ("check", lambda: section_check(run, dtypes)),
-                     ("op", lambda: section_op(run, dtypes)), ("model", lambda: section_model(run))):
+    for name, fn in sections_in_order(run, dtypes):
         if name not in sections:
             continue
         t = time.time()

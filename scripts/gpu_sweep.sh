@@ -7,6 +7,7 @@
 #   scripts/gpu_sweep.sh --seq-len 1k    # extra arguments go to `elastic-bench sweep`
 #   DEVICE=cpu scripts/gpu_sweep.sh --seq-len 64 --dry-run   # smoke test without a GPU
 #
+# Before the sweep, a preflight checks that Triton can build its launcher and run a kernel.
 # Writes: card.txt (GPU, driver, torch, git commit, date), doctor.txt (which backends can run and
 # why not), gpu-sweep.csv (one row per cell; rerunning resumes), report/ (report.md + figures).
 set -euo pipefail
@@ -30,6 +31,12 @@ fi
 } > "$OUTDIR/card.txt"
 cat "$OUTDIR/card.txt"
 elastic-bench doctor > "$OUTDIR/doctor.txt" 2>&1 || true
+
+# Fail fast (exit 3, one line) when Triton cannot build its C launcher (no C compiler or no
+# Python.h) or run a kernel: on CUDA the ELASTIC kernels would otherwise fail cell by cell.
+if [ "$DEVICE" != "cpu" ] && python -c 'import triton' >/dev/null 2>&1; then
+    python -m elastic_bench.elastic.kernels.preflight --device "$DEVICE"
+fi
 
 CSV="$OUTDIR/gpu-sweep.csv"
 start=$(date +%s)

@@ -10,17 +10,19 @@ file in a fresh interpreter instead.  The interpreter runs fp32 and fp16 (its bf
 broken) on tiny shapes.  ``TestCuda`` runs the same comparisons compiled, in bf16/fp16/fp32
 at realistic shapes, where a GPU exists.
 
-References are the PyTorch paths in float64 on the same (rounded) inputs.  In the causal
-tests the output weights are zero before a row's first real token: there the PyTorch
-scan's own gradient is NaN (``acc / l.clamp_min(tiny)`` overflows in its backward pass).
+References are the PyTorch paths in float64 on the same (rounded) inputs.  The causal
+tests weight every position's output, those before a row's first real token included
+(both scans' gradients are finite there: ``test_elastic.py`` checks the PyTorch one).
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,8 +164,7 @@ def check_scan(mod, dtype, b, h, n, dh, k, side, shared, chunk, seg_chunks, seed
     gen = torch.Generator().manual_seed(seed)
     q1, k1, v1, q2, ck, cv, gk, gv = scan_inputs(gen, dtype, b, h, n, dh, k, shared, device, q1_scale)
     mask = padding_mask(b, n, side, gen).to(device)
-    seen = mask.cummax(1).values  # a real token at or before t (see the module docstring)
-    w = (torch.randn(b, h, n, dh, generator=gen, dtype=F64).to(device)) * seen[:, None, :, None]
+    w = torch.randn(b, h, n, dh, generator=gen, dtype=F64).to(device)  # every position, padding included
     inputs = [q1, k1, v1, mask, q2, ck, cv, gk, gv]
     out, g = fwd_bwd(lambda *a: mod.causal_lda_scan(*a, chunk_size=chunk, seg_chunks=seg_chunks), inputs, w)
     ref, gr = fwd_bwd(lambda *a: torch_scan(*a, chunk_size=7), as_f64(inputs), w)
@@ -344,6 +345,241 @@ def test_import_without_triton():
     assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-2000:]
 
 
+# ---------------------------------------------------------------- causal scan: offsets, autocast, barriers, operands, limits
+
+
+def meta_heads(b, n, h, dh, fused=1):
+    """A [B, h, N, d_h] head-split view with no storage (meta): of [B, N, h, d_h], or of a fused
+    [B, N, fused, h, d_h] projection (a wider stride than its own numel needs)."""
+    if fused == 1:
+        return torch.empty(b, n, h, dh, device="meta").transpose(1, 2)
+    return torch.empty(b, n, fused, h, dh, device="meta")[:, :, 0].transpose(1, 2)
+
+
+def meta_scan_tensors(b, h, n, dh, k, fused=1):
+    x = meta_heads(b, n, h, dh, fused)
+    small = torch.empty(1, h, k, dh, device="meta")
+    g = torch.empty(h, h, dh, dh, device="meta")
+    mask = torch.empty(b, n, dtype=torch.bool, device="meta")
+    return dict(q1=small, k1=x, v1=x, mask=mask, q2=x, ck=small, cv=small, gk=g, gv=g)
+
+
+def test_scan_index_guard_counts_the_saved_states(interp):
+    """At B=8, h=2, N=1M, k = d_h = 64, C=16 every input is < 2**31 elements (the old guard's
+    only check) but the states saved for the backward are 2**32: int32 offsets would wrap."""
+    mod = interp["causal_scan"]
+    b, h, n, dh, k = 8, 2, 1 << 20, 64, 64
+    tensors = meta_scan_tensors(b, h, n, dh, k)
+    assert max(t.numel() for t in (tensors["k1"], tensors["v1"], tensors["q2"])) < 2**31
+    ext = mod.index_extents(tensors, b, h, n, dh, k, 16, 1, save=True)
+    assert ext["saved states"] == b * h * (n // 16) * 64 * 64 == 2**32
+    assert max(v for name, v in ext.items() if name != "saved states") < 2**31
+    assert mod.needs_int64(ext)
+    assert not mod.needs_int64(mod.index_extents(tensors, b, h, n, dh, k, 16, 1, save=False))  # inference: int32 suffices
+
+
+def test_scan_index_guard_counts_strided_extents(interp):
+    """A head view of a fused projection reaches 3× further than its numel: the extent counts."""
+    mod = interp["causal_scan"]
+    b, h, n, dh, k = 1, 2, 1 << 24, 32, 16
+    tensors = meta_scan_tensors(b, h, n, dh, k, fused=3)
+    assert tensors["k1"].numel() == 2**30
+    ext = mod.index_extents(tensors, b, h, n, dh, k, 32, 1, save=False)
+    assert ext["k1"] > 2**31 and mod.needs_int64(ext)
+
+
+class _LaunchSpy:
+    """Stands in for ``_scan_fwd``: records each launch's ``IDX64`` and runs the real kernel."""
+
+    def __init__(self, kernel):
+        self.kernel, self.idx64 = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kw):
+            self.idx64.append(kw["IDX64"])
+            return self.kernel[grid](*args, **kw)
+
+        return launch
+
+
+def test_scan_launch_picks_int64_when_the_saved_states_need_it(interp, monkeypatch):
+    """With the limit lowered to 500 elements: inputs (320) and scratch (256) fit, the saved
+    states (3 chunks × 16 × 16 = 768) do not, so only a launch under autograd is int64, and
+    both variants give the same result."""
+    mod = interp["causal_scan"]
+    spy = _LaunchSpy(mod._scan_fwd)
+    monkeypatch.setattr(mod, "_scan_fwd", spy)
+    monkeypatch.setattr(mod, "INT32_LIMIT", 500)
+    gen = torch.Generator().manual_seed(2)
+    inputs = scan_inputs(gen, torch.float32, 1, 1, 40, 8, 4, True)
+    mask = padding_mask(2, 40, "left", gen)[:1]
+    args = [*inputs[:3], mask, *inputs[3:]]
+    with torch.no_grad():
+        out32 = mod.causal_lda_scan(*args, chunk_size=16, seg_chunks=3)
+    out64 = mod.causal_lda_scan(*args, chunk_size=16, seg_chunks=3)
+    assert spy.idx64 == [False, True]
+    assert torch.equal(out32, out64.detach())
+
+
+def test_causal_scan_int64_variant(interp, monkeypatch):
+    """The int64-offset kernel (forced), with several segments: forward and gradients exact."""
+    monkeypatch.setattr(interp["causal_scan"], "FORCE_INT64", True)
+    check_scan(interp["causal_scan"], torch.float32, 3, 2, 37, 8, 5, "left", True, 16, None, seed=16)
+
+
+def test_causal_scan_backward_ignores_autocast(interp):
+    """backward() inside torch.autocast: the recomputation stays fp32 (equal gradients)."""
+    mod = interp["causal_scan"]
+    gen = torch.Generator().manual_seed(4)
+    q1, k1, v1, q2, ck, cv, gk, gv = scan_inputs(gen, torch.float32, 2, 2, 37, 8, 5, True)
+    mask = padding_mask(2, 37, "right", gen)
+    inputs = [q1, k1, v1, mask, q2, ck, cv, gk, gv]
+    leaves = [t for t in inputs if t.requires_grad]
+    w = torch.randn(2, 2, 37, 8, generator=gen)
+    ref = torch.autograd.grad((mod.causal_lda_scan(*inputs, chunk_size=16) * w).sum(), leaves)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mod.causal_lda_scan(*inputs, chunk_size=16)
+        got = torch.autograd.grad((out * w).sum(), leaves)
+    for a, r in zip(got, ref):
+        assert a.dtype == r.dtype == torch.float32
+        torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-6)
+
+
+SCRATCH = {"SM", "SL", "SACC"}  # the scan's per-program state in global memory
+WRITES_SCRATCH = {"_fallback"}  # helpers that rewrite it
+
+
+def _tl_call_on_scratch(stmt, op: str) -> bool:
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == op and node.args:
+            if {n.id for n in ast.walk(node.args[0]) if isinstance(n, ast.Name)} & SCRATCH:
+                return True
+    return False
+
+
+def _calls(stmt, names) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names for n in ast.walk(stmt))
+
+
+def _unordered_rewrites(body, pending: bool, found: list) -> bool:
+    """Walk statements in program order; ``pending``: scratch was read since the last barrier.
+    A scratch store (or a helper that stores) while pending is a race: other threads of the
+    program may not have read the old value yet.  Loops are walked twice (iteration i+1)."""
+    for stmt in body:
+        call = stmt.value if isinstance(stmt, ast.Expr) else None
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "debug_barrier":
+            pending = False
+        elif isinstance(stmt, (ast.For, ast.While)):
+            p = pending
+            for _ in range(2):
+                p = _unordered_rewrites(stmt.body, p, found)
+            pending = pending or p
+        elif isinstance(stmt, ast.If):
+            pending = _unordered_rewrites(stmt.body, pending, found) | _unordered_rewrites(stmt.orelse, pending, found)
+        else:
+            if pending and (_tl_call_on_scratch(stmt, "store") or _calls(stmt, WRITES_SCRATCH)):
+                found.append(stmt.lineno)
+            if _tl_call_on_scratch(stmt, "load"):
+                pending = True
+    return pending
+
+
+def test_scratch_rewrites_follow_a_barrier(interp):
+    """In ``_scan_fwd`` and ``_fallback`` every rewrite of the scratch state comes after a
+    ``tl.debug_barrier()`` that follows its last read (threads of a program read and write
+    a slot in different layouts; the CPU interpreter cannot show the race, this can)."""
+    tree = ast.parse(Path(interp["causal_scan"].__file__).read_text())
+    fns = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    for name in ("_scan_fwd", "_fallback"):
+        found: list[int] = []
+        _unordered_rewrites(fns[name].body, False, found)
+        assert not found, f"{name}: scratch rewritten at lines {sorted(set(found))} with no barrier after its read"
+    probe: list[int] = []  # the walker itself: a read then a write with no barrier is caught
+    _unordered_rewrites(ast.parse("x = tl.load(SM + i)\ntl.store(SM + i, x)").body, False, probe)
+    assert probe == [2]
+
+
+if not HAS_CUDA and not LATE:
+    import triton
+    import triton.language as tl
+
+    ROUNDING = None  # the causal_scan module whose _round_mantissa _round_kernel calls
+
+    @triton.jit
+    def _round_kernel(X, Y, n, BITS: tl.constexpr, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        keep = offs < n
+        tl.store(Y + offs, ROUNDING._round_mantissa(tl.load(X + offs, mask=keep), BITS), mask=keep)
+
+
+def test_operand_rounding_emulation_is_exact(interp):
+    """_round_mantissa(x, 7) is bf16's round-to-nearest-even and (x, 10) fp16's, in range."""
+    global ROUNDING
+    ROUNDING = interp["causal_scan"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(512, generator=gen) * torch.logspace(-2, 2, 512)
+    x[:4] = torch.tensor([1.0 + 2**-8, 1.0 + 3 * 2**-8, -(1.0 + 2**-11), 1.0 + 3 * 2**-11])  # ties for bf16 / fp16
+    for bits, ref in ((7, x.bfloat16().float()), (10, x.half().float())):
+        y = torch.empty_like(x)
+        _round_kernel[(1,)](x, y, x.numel(), BITS=bits, BLOCK=512)
+        assert torch.equal(y, ref), bits
+
+
+def test_scan_operand_precision_error(interp, monkeypatch):
+    """The products of fp32 intermediates with rounded operands (emulated; fp32 inputs, so the
+    operands are the only rounding): tf32 within METHODOLOGY's 1e-3, bf16 several times worse."""
+    mod = interp["causal_scan"]
+    gen = torch.Generator().manual_seed(6)
+    q1, k1, v1, q2, ck, cv, gk, gv = scan_inputs(gen, torch.float32, 2, 2, 48, 16, 16, True)
+    mask = padding_mask(3, 48, "left", gen)[:2]
+    inputs = [t.detach() if t.is_floating_point() else t for t in (q1, k1, v1, mask, q2, ck, cv, gk, gv)]
+    ref = torch_scan(*as_f64(inputs), chunk_size=16).detach()
+    err = {}
+    for bits in (0, 10, 7):
+        monkeypatch.setattr(mod, "EMULATE_BITS", bits)
+        with torch.no_grad():
+            out = mod.causal_lda_scan(*inputs, chunk_size=16)
+        err[bits] = ((out.double() - ref).abs().max() / ref.abs().max()).item()
+    assert err[0] < 1e-5 and err[10] < 1e-3 and err[7] > 3 * err[10], err
+
+
+def test_causal_scan_refuses_tiles_over_64(interp):
+    mod = interp["causal_scan"]
+    gen = torch.Generator().manual_seed(0)
+    for dh, k in ((8, 65), (72, 4)):
+        q1, k1, v1, q2, ck, cv, gk, gv = scan_inputs(gen, torch.float32, 1, 1, 3, dh, k, True)
+        with pytest.raises(ValueError, match="k, d_h <= 64"):
+            mod.causal_lda_scan(q1, k1, v1, torch.ones(1, 3, dtype=torch.bool), q2, ck, cv, gk, gv)
+
+
+# ---------------------------------------------------------------- attention dropout: the path that ran
+
+
+@pytest.mark.parametrize("backend,objective", [("elastic", "last"), ("elastic-causal", "all")])
+def test_training_with_dropout_records_the_torch_path(interp, monkeypatch, backend, objective):
+    """The kernels have no attention dropout: a training step with dropout > 0 runs the
+    PyTorch path even when the kernels are forced, and says so (backend_detail and reason);
+    the same model in eval mode runs the kernels."""
+    from elastic_bench.losses import next_item_loss
+    from elastic_bench.recommender import ModelConfig, SeqRecModel
+
+    monkeypatch.setenv(kernels.ENV_VAR, "triton")
+    torch.manual_seed(0)
+    options = {"experts": 4, "memory_size": 16} if backend == "elastic" else {"experts": 4}
+    cfg = ModelConfig.make(backend, 30, 12, options=options, d_model=16, heads=2, layers=1, dropout=0.2, causal=objective == "all")
+    model = SeqRecModel(cfg).train()
+    items = torch.randint(1, 31, (2, 12))
+    targets = torch.randint(1, 31, (2, 12)) if objective == "all" else torch.randint(1, 31, (2,))
+    next_item_loss(model, items, targets, objective, "full").backward()
+    layer = model.encoder.blocks[0].attn
+    assert model.backend_detail.startswith("torch:chunked-scan" if objective == "all" else "torch:sdpa")
+    assert layer.kernel_reason == "triton unsupported: attention dropout p=0.2 (kernels have none)"
+    model.eval()
+    with torch.no_grad():
+        model.user_repr(items)
+    assert model.backend_detail.startswith("triton:") and layer.kernel_reason == ""
+
+
 # ---------------------------------------------------------------- on a GPU
 
 
@@ -374,6 +610,24 @@ class TestCuda:
         b, h, n, dh, k = shape
         check_scan(self.mods["causal_scan"], dtype, b, h, n, dh, k, "left", True, chunk, None, 7, device="cuda")
         check_scan(self.mods["causal_scan"], dtype, b, h, n, dh, k, "right", False, chunk, 1, 8, device="cuda")
+
+    def test_causal_scan_int64_variant(self, monkeypatch):
+        monkeypatch.setattr(self.mods["causal_scan"], "FORCE_INT64", True)
+        check_scan(self.mods["causal_scan"], torch.bfloat16, 2, 2, 333, 64, 64, "left", True, 16, None, 10, device="cuda")
+
+    def test_causal_scan_backward_ignores_autocast(self):
+        mod = self.mods["causal_scan"]
+        gen = torch.Generator().manual_seed(4)
+        q1, k1, v1, q2, ck, cv, gk, gv = scan_inputs(gen, torch.float32, 2, 2, 300, 32, 32, True, device="cuda")
+        inputs = [q1, k1, v1, padding_mask(2, 300, "left", gen).cuda(), q2, ck, cv, gk, gv]
+        leaves = [t for t in inputs if t.requires_grad]
+        w = torch.randn(2, 2, 300, 32, generator=gen).cuda()
+        ref = torch.autograd.grad((mod.causal_lda_scan(*inputs) * w).sum(), leaves)
+        out = mod.causal_lda_scan(*inputs)
+        with torch.autocast("cuda", dtype=torch.float16):  # fp16 products in the recomputation would be ~1e-3 off
+            got = torch.autograd.grad((out * w).sum(), leaves)
+        for a, r in zip(got, ref):
+            torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
 
     def test_causal_scan_extreme_scores(self):
         check_scan(self.mods["causal_scan"], torch.float32, 2, 2, 200, 32, 16, "left", True, 32, None, 9, device="cuda", q1_scale=60.0)

@@ -7,6 +7,7 @@ is about to run: importing elastic_bench never imports triton):
 - :mod:`.unpack`        non-causal unpack (N queries over k dispatchers), one pass over N
 - :mod:`.causal_scan`   the causal LDA scan fused with the folded unpack (``elastic-causal``)
 - :mod:`.product_keys`  product-key top-k of IMR in one launch
+- :mod:`.preflight`     can Triton build its C launcher and run a kernel here? (checked before GPU runs)
 
 Dispatch (:func:`decide`): ``ELASTIC_BENCH_KERNELS`` = ``auto`` (default) | ``torch`` | ``triton``.
 

@@ -36,23 +36,26 @@ only), so any score range stays finite, as in the PyTorch scan.
    combine), the state at each segment's start.
 3. ``_scan_fwd``, grid ``(B, h, n_seg)``: program (b, g, segment) owns output head g of one
    segment; it carries the state of every source head (fp32, in a program-private scratch
-   of h·k·(d_h+2) floats that stays in L1/L2) from chunk to chunk and writes only the
-   outputs.  Per chunk and source head: ~11 tile products of C×k, C×C or C×d_h
-   (tensor cores; fp32 operands in tf32 for 16-bit inputs, IEEE for fp32 inputs).
+   of h·k·(d_h+2) floats that stays in L1/L2; a barrier separates every read of a slot from
+   its rewrite) from chunk to chunk and writes only the outputs.  Per chunk and source
+   head: ~11 tile products of C×k, C×C or C×d_h (tensor cores; fp32 operands in tf32 for
+   16-bit inputs, IEEE for fp32 inputs).
    n_seg is picked so that ≈ 2 programs per SM run; with n_seg = 1 kernels 1-2 are skipped.
 
 **Backward: recomputation per chunk** (an autograd.Function).  Under autograd the forward
 kernel also writes the state at every chunk start (``h·(N/C)·k·(d_h+2)`` floats per
 sequence: the same O(N/c·k·d) that the PyTorch scan's checkpointing keeps).  The backward
 pass walks groups of chunks from last to first and differentiates the PyTorch chunk
-function (:func:`_chunk` here: the math of :func:`elastic_bench.elastic.causal._chunk`,
-made NaN-safe in its gradient; in fp32) from the saved state,
+function (:func:`_chunk` here: the math of :func:`elastic_bench.elastic.causal._chunk`
+without dropout; in fp32, autocast off) from the saved state,
 carrying the gradient of (l, acc) backwards; m is a reference the result does not depend
 on, so it gets none (as in the PyTorch scan).  It costs what the PyTorch path's backward
 costs; a Triton backward is future work.
 
-Limits: d_h ≤ 128, k ≤ 128 (padded to powers of two ≥ 16), any N, fp16 / bf16 / fp32, no
-attention dropout (the PyTorch scan runs when dropout is on).
+Limits: d_h ≤ 64, k ≤ 64 (``MAX_TILE``; padded to powers of two ≥ 16), any N, fp16 / bf16 /
+fp32, no attention dropout (the PyTorch scan runs when dropout is on).  Offsets are int32,
+or int64 when any buffer (inputs, output, scratch, segment or saved states) reaches 2**31
+elements (:func:`needs_int64`).
 """
 
 from __future__ import annotations
@@ -71,14 +74,36 @@ THRESHOLD = 60.0
 
 
 @triton.jit
-def _mm(a, b, LOW: tl.constexpr, PREC: tl.constexpr):
-    """Product of two fp32 intermediates: bf16 operands on tensor cores for 16-bit inputs
-    (bf16 keeps fp32's exponent range: tiny softmax weights do not flush to zero as in fp16),
-    fp32 operands (``PREC``) otherwise and under the interpreter (no bf16 there)."""
-    if LOW:
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+def _round_mantissa(x, BITS: tl.constexpr):
+    """fp32 ``x`` rounded to ``BITS`` mantissa bits, to nearest (ties to even): tf32 keeps 10,
+    bf16 keeps 7.  A measurement aid only (``EMULATE_BITS``): it lets the CPU interpreter, which
+    multiplies fp32 operands exactly, show what rounded operands cost."""
+    u = x.to(tl.int32, bitcast=True)
+    lsb = (u >> (23 - BITS)) & 1
+    u = (u + ((1 << (22 - BITS)) - 1) + lsb) & (-(1 << (23 - BITS)))
+    return u.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _mm(a, b, PREC: tl.constexpr, ROUND: tl.constexpr):
+    """Product of two fp32 intermediates with fp32 accumulation.  Operands: IEEE fp32 for fp32
+    inputs; tf32 for 16-bit inputs (tensor cores, 10 mantissa bits like fp16 but fp32's exponent
+    range, so tiny softmax weights do not flush to zero as fp16 operands would; bf16 operands,
+    used before, keep only 7 bits: see docs/kernels.md for the measured errors).  ``ROUND`` > 0
+    (measurement only) rounds both operands to that many mantissa bits and multiplies exactly."""
+    if ROUND > 0:
+        return tl.dot(_round_mantissa(a, ROUND), _round_mantissa(b, ROUND), input_precision="ieee")
     else:
         return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def _index(pid, IDX64: tl.constexpr):
+    """A program id as the kernel's index type (int64 when ``IDX64``, else int32)."""
+    if IDX64:
+        return pid.to(tl.int64)
+    else:
+        return pid
 
 
 @triton.jit
@@ -165,6 +190,7 @@ def _fallback(
                 p = tl.exp(s - m_new)
                 l = al * l + p
                 acc = al[:, None] * acc + p[:, None] * v1_t[None, :]
+                tl.debug_barrier()  # every thread has read this slot's state before any thread rewrites it
                 tl.store(SM + sp + offs_k, m_new)
                 tl.store(SL + sp + offs_k, l)
                 tl.store(SACC + (sp + offs_k[:, None]) * BLOCK_D + offs_d[None, :], acc)
@@ -196,12 +222,15 @@ def _scan_fwd(
     sq1b, sq1h, sq1k, sk1b, sk1h, sk1n, sv1b, sv1h, sv1n, smb, smn,
     sq2b, sq2h, sq2n, sckb, sckh, sckk, scvb, scvh, scvk, sob, soh, son,
     H, N, KD, DH, seg_len, n_seg, n_chunks, thr,
-    C: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr, LOW: tl.constexpr,
-    HAS_INIT: tl.constexpr, SAVE: tl.constexpr, FALLBACK: tl.constexpr = True,
+    C: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr, ROUND: tl.constexpr,
+    HAS_INIT: tl.constexpr, SAVE: tl.constexpr, IDX64: tl.constexpr, FALLBACK: tl.constexpr = True,
 ):
-    b = tl.program_id(0)
-    g = tl.program_id(1)
-    seg = tl.program_id(2)
+    # IDX64: element offsets in int64 (the program ids are widened before any stride or slot
+    # count multiplies them, so every offset below, positions included, is int64); chosen by
+    # needs_int64 when some buffer, the saved states included, spans 2**31 elements or more
+    b = _index(tl.program_id(0), IDX64)
+    g = _index(tl.program_id(1), IDX64)
+    seg = _index(tl.program_id(2), IDX64)
     offs_k = tl.arange(0, BLOCK_K)
     offs_d = tl.arange(0, BLOCK_D)
     offs_c = tl.arange(0, C)
@@ -264,10 +293,10 @@ def _scan_fwd(
             gk_t = tl.load(GK + ((hh * H + g) * DH + offs_d[None, :]) * DH + offs_d[:, None], mask=dd_mask, other=0.0)
             r = tl.dot(q2, gk_t, input_precision=PREC)  # [C, BLOCK_D]: r_t[d] = Σ_e gk[h, g, d, e] q2_t[e]
             packed = tl.where((l_prev > 0)[:, None], acc_prev / tl.where(l_prev > 0, l_prev, 1.0)[:, None], 0.0)
-            term = _mm(r, tl.trans(packed), LOW, PREC) * (alpha * l_prev)[None, :]
+            term = _mm(r, tl.trans(packed), PREC, ROUND) * (alpha * l_prev)[None, :]
             v1 = tl.load(V1 + b * sv1b + hh * sv1h + rows[:, None] * sv1n + offs_d[None, :], mask=tvalid[:, None] & dvalid[None, :], other=0.0).to(tl.float32)
-            w = tl.where(tri, _mm(r, tl.trans(v1), LOW, PREC), 0.0)  # [t, s] = r_t · v1_s
-            term += _mm(w, et, LOW, PREC)
+            w = tl.where(tri, _mm(r, tl.trans(v1), PREC, ROUND), 0.0)  # [t, s] = r_t · v1_s
+            term += _mm(w, et, PREC, ROUND)
             scores += tl.where(lt > 0, term / tl.where(lt > 0, lt, 1.0), 0.0)
         scores = tl.where(kvalid[None, :], scores, float("-inf"))
         tl.debug_barrier()
@@ -282,7 +311,7 @@ def _scan_fwd(
             # ---- pass 2: outputs, then the state at the chunk's end
             a = tl.exp(scores - tl.max(scores, 1)[:, None])
             a = a / tl.sum(a, 1)[:, None]
-            out = _mm(a, cv32, LOW, PREC)  # [C, BLOCK_D]
+            out = _mm(a, cv32, PREC, ROUND)  # [C, BLOCK_D]
             for hh in range(0, H):
                 sp = (st_base + hh) * BLOCK_K
                 m_prev = tl.load(SM + sp + offs_k)
@@ -294,21 +323,50 @@ def _scan_fwd(
                 )
                 packed = tl.where((l_prev > 0)[:, None], acc_prev / tl.where(l_prev > 0, l_prev, 1.0)[:, None], 0.0)
                 a_l = tl.where(lt > 0, a / tl.where(lt > 0, lt, 1.0), 0.0)  # [C, BLOCK_K]
-                z = _mm(a_l * (alpha * l_prev)[None, :], packed, LOW, PREC)  # [C, BLOCK_D]
-                x = tl.where(tri, _mm(a_l, tl.trans(et), LOW, PREC), 0.0)  # [t, s]
+                z = _mm(a_l * (alpha * l_prev)[None, :], packed, PREC, ROUND)  # [C, BLOCK_D]
+                x = tl.where(tri, _mm(a_l, tl.trans(et), PREC, ROUND), 0.0)  # [t, s]
                 v1 = tl.load(V1 + b * sv1b + hh * sv1h + rows[:, None] * sv1n + offs_d[None, :], mask=tvalid[:, None] & dvalid[None, :], other=0.0).to(tl.float32)
-                z += _mm(x, v1, LOW, PREC)
+                z += _mm(x, v1, PREC, ROUND)
                 gv = tl.load(GV + ((hh * H + g) * DH + offs_d[:, None]) * DH + offs_d[None, :], mask=dd_mask, other=0.0).to(tl.float32)
-                out += _mm(z, gv, LOW, PREC)
+                out += _mm(z, gv, PREC, ROUND)
+                tl.debug_barrier()  # every thread has read this slot's state before any thread rewrites it
                 tl.store(SM + sp + offs_k, m_c)
                 tl.store(SL + sp + offs_k, alpha * l_prev + tl.sum(et, 0))
-                tl.store(SACC + sp * BLOCK_D + kd_ptr, alpha[:, None] * acc_prev + _mm(tl.trans(et), v1, LOW, PREC))
+                tl.store(SACC + sp * BLOCK_D + kd_ptr, alpha[:, None] * acc_prev + _mm(tl.trans(et), v1, PREC, ROUND))
             tl.store(OUT + b * sob + g * soh + rows[:, None] * son + offs_d[None, :], out.to(OUT.dtype.element_ty),
                      mask=tvalid[:, None] & dvalid[None, :])
         tl.debug_barrier()
 
 
 MAX_TILE = 64  # k and d_h: at 128 the sm_90 build spills ~2 KB per thread and needs 196 KB of shared memory
+INT32_LIMIT = 2**31  # element offsets at or beyond this need the kernel's int64 variant
+FORCE_INT64 = False  # tests: run the int64 variant whatever the sizes
+EMULATE_BITS = 0  # measurement only: round the operands of the fp32-intermediate products to this many mantissa bits
+
+
+def _extent(shape, stride) -> int:
+    """One past the largest element offset a strided tensor reaches (0 if it is empty)."""
+    if any(s == 0 for s in shape):
+        return 0
+    return 1 + sum((s - 1) * abs(st) for s, st in zip(shape, stride))
+
+
+def index_extents(tensors: dict[str, torch.Tensor], b: int, h: int, n: int, dh: int, kd: int, c: int, n_seg: int, save: bool) -> dict[str, int]:
+    """Element extent of every buffer the scan's kernels index: the inputs and the output as
+    strided (``tensors``, by name; meta tensors do: nothing is read), the per-program scratch,
+    the segment summaries and starting states, and the per-chunk states saved for the backward."""
+    bk, bd = block(kd), block(dh)
+    ext = {name: _extent(t.shape, t.stride()) for name, t in tensors.items()}
+    ext["out"] = b * n * h * dh
+    ext["scratch"] = b * h * n_seg * h * bk * bd
+    ext["segment states"] = b * h * n_seg * bk * bd if n_seg > 1 else 0
+    ext["saved states"] = b * h * triton.cdiv(n, c) * bk * bd if save else 0
+    return ext
+
+
+def needs_int64(extents: dict[str, int]) -> bool:
+    """Whether any buffer reaches element offset 2**31 (int32 offsets would wrap)."""
+    return FORCE_INT64 or max(extents.values()) >= INT32_LIMIT
 
 
 def kernel_chunk(chunk_size: int) -> int:
@@ -328,12 +386,12 @@ def _launch(q1, k1, v1, mask, q2, ck, cv, gk, gv, c, seg_chunks=None, save=False
     b, h, n, dh = k1.shape
     kd = q1.shape[2]
     bk, bd = block(kd), block(dh)
-    if max(t.numel() for t in (k1, v1, q2)) >= 2**31:
-        raise ValueError("the Triton causal scan indexes with int32: tensors must have < 2**31 elements")
     dev = k1.device
     f32 = dict(dtype=torch.float32, device=dev)
     n_chunks = triton.cdiv(n, c)
     seg_chunks, n_seg = splits(n_chunks, b * h, dev, seg_chunks)
+    named = dict(q1=q1, k1=k1, v1=v1, mask=mask, q2=q2, ck=ck, cv=cv, gk=gk, gv=gv)
+    idx64 = needs_int64(index_extents(named, b, h, n, dh, kd, c, n_seg, save))
     seg_len = seg_chunks * c
     mu = mask.view(torch.uint8) if mask.dtype == torch.bool else mask.to(torch.uint8)
     if n_seg > 1:
@@ -361,8 +419,8 @@ def _launch(q1, k1, v1, mask, q2, ck, cv, gk, gv, c, seg_chunks=None, save=False
         q2.stride(0), q2.stride(1), q2.stride(2), _bstride(ck), ck.stride(1), ck.stride(2), _bstride(cv), cv.stride(1), cv.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
         h, n, kd, dh, seg_len, n_seg, n_chunks, THRESHOLD,
-        C=c, BLOCK_K=bk, BLOCK_D=bd, PREC=dot_precision(k1.dtype), LOW=k1.dtype != torch.float32 and not INTERPRETED,
-        HAS_INIT=n_seg > 1, SAVE=save, num_warps=8, num_stages=1,
+        C=c, BLOCK_K=bk, BLOCK_D=bd, PREC=dot_precision(k1.dtype), ROUND=EMULATE_BITS,
+        HAS_INIT=n_seg > 1, SAVE=save, IDX64=idx64, num_warps=8, num_stages=1,
     )
     return out, (vm, vl, vacc)
 
@@ -375,11 +433,11 @@ def backward_group(b: int, h: int, k: int, c: int, n: int) -> int:
 
 
 def _chunk(q1, k1, v1, mask, q2, ck, cv, gk, gv, m, l, acc):
-    """The PyTorch chunk step of :func:`elastic_bench.elastic.causal._chunk` (same math, same
-    per-position references), written so that its *gradient* stays finite in fp32: the causal
-    mask is applied before ``exp`` (there, future scores far above the running max overflow to
-    inf, and masked_fill's zero gradient times inf is NaN), and positions with no real token
-    yet divide by 1 instead of by ``tiny`` (whose reciprocal overflows in the backward pass)."""
+    """The PyTorch chunk step of :func:`elastic_bench.elastic.causal._chunk` without dropout
+    (same math, same per-position references), differentiated by the backward pass.  Its
+    gradient stays finite, as the PyTorch scan's does: the causal mask is applied before
+    ``exp`` (future scores far above the running max would overflow to inf, and a zero
+    gradient times inf is NaN), and positions with no real token yet divide by 1."""
     c = k1.shape[2]
     s = torch.einsum("bhkd,bhcd->bhkc", q1, k1).masked_fill(~mask[:, None, None, :], float("-inf"))
     m_t = torch.maximum(m[..., None], torch.cummax(s.detach(), dim=-1).values)
@@ -401,8 +459,10 @@ def _chunk(q1, k1, v1, mask, q2, ck, cv, gk, gv, m, l, acc):
 
 class _ScanFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q1, k1, v1, mask, q2, ck, cv, gk, gv, c, seg_chunks):
-        save = any(ctx.needs_input_grad)
+    def forward(ctx, q1, k1, v1, mask, q2, ck, cv, gk, gv, c, seg_chunks, grad_enabled):
+        # needs_input_grad says True under no_grad too (grad mode is off inside forward):
+        # the caller's grad mode decides whether a backward can follow
+        save = grad_enabled and any(ctx.needs_input_grad)
         out, states = _launch(q1, k1, v1, mask, q2, ck, cv, gk, gv, c, seg_chunks, save)
         if save:
             ctx.save_for_backward(q1, k1, v1, mask, q2, ck, cv, gk, gv, *states)
@@ -424,29 +484,43 @@ class _ScanFn(torch.autograd.Function):
         g_l = torch.zeros(b, h, kd, dtype=f, device=k1.device)
         g_acc = torch.zeros(b, h, kd, dh, dtype=f, device=k1.device)
         cb = backward_group(b, h, kd, c, n)
-        for st in reversed(range(0, n, cb)):
-            en = min(st + cb, n)
-            ci = st // c
-            l_in = vl[:, :, ci, :kd].clone().requires_grad_()
-            acc_in = vacc[:, :, ci, :kd, :dh].clone().requires_grad_()
-            m_in = torch.where(l_in.detach() > 0, vm[:, :, ci, :kd], torch.full_like(l_in, float("-inf"))).detach()
-            k1c, v1c, q2c = (t[:, :, st:en].detach().to(f).requires_grad_() for t in (k1, v1, q2))
-            with torch.enable_grad():
-                out, _, l_o, acc_o = _chunk(shared[0], k1c, v1c, mask[:, st:en], q2c, *shared[1:], m_in, l_in, acc_in)
-            outs, gouts = [out], [gout[:, :, st:en].to(f)]
-            if en < n:
-                outs += [l_o, acc_o]
-                gouts += [g_l, g_acc]
-            grads = torch.autograd.grad(outs, [k1c, v1c, q2c, *shared, l_in, acc_in], gouts, allow_unused=True)
-            for dst, gr in zip((dk1, dv1, dq2), grads[:3]):
-                dst[:, :, st:en] = gr if gr is not None else 0
-            for acc_g, gr in zip(g_shared, grads[3:8]):
-                if gr is not None:
-                    acc_g += gr
-            g_l = grads[8] if grads[8] is not None else torch.zeros_like(g_l)
-            g_acc = grads[9] if grads[9] is not None else torch.zeros_like(g_acc)
+        # the recomputation is fp32 whatever autocast the caller's backward runs under
+        # (loss.backward() inside torch.autocast would otherwise redo _chunk's products in 16 bits)
+        with torch.autocast(k1.device.type, enabled=False):
+            for st in reversed(range(0, n, cb)):
+                g_l, g_acc = _backward_group(
+                    st, min(st + cb, n), c, n, q1, k1, v1, mask, q2, vm, vl, vacc, gout, shared, g_shared, dk1, dv1, dq2, g_l, g_acc
+                )
         gq1, gck, gcv, ggk, ggv = (gr.to(t.dtype) for gr, t in zip(g_shared, (q1, ck, cv, gk, gv)))
-        return gq1, dk1, dv1, None, dq2, gck, gcv, ggk, ggv, None, None
+        return gq1, dk1, dv1, None, dq2, gck, gcv, ggk, ggv, None, None, None
+
+
+def _backward_group(st, en, c, n, q1, k1, v1, mask, q2, vm, vl, vacc, gout, shared, g_shared, dk1, dv1, dq2, g_l, g_acc):
+    """Gradients of positions [st, en) from the state saved at chunk st // c: writes dk1, dv1,
+    dq2 there, adds into ``g_shared`` (q1, ck, cv, gk, gv in fp32) and returns the gradient
+    of the state (l, acc) at st, given that of the state at en (``g_l``, ``g_acc``)."""
+    f = torch.float32
+    kd, dh = q1.shape[2], k1.shape[3]
+    ci = st // c
+    l_in = vl[:, :, ci, :kd].clone().requires_grad_()
+    acc_in = vacc[:, :, ci, :kd, :dh].clone().requires_grad_()
+    m_in = torch.where(l_in.detach() > 0, vm[:, :, ci, :kd], torch.full_like(l_in, float("-inf"))).detach()
+    k1c, v1c, q2c = (t[:, :, st:en].detach().to(f).requires_grad_() for t in (k1, v1, q2))
+    with torch.enable_grad():
+        out, _, l_o, acc_o = _chunk(shared[0], k1c, v1c, mask[:, st:en], q2c, *shared[1:], m_in, l_in, acc_in)
+    outs, gouts = [out], [gout[:, :, st:en].to(f)]
+    if en < n:
+        outs += [l_o, acc_o]
+        gouts += [g_l, g_acc]
+    grads = torch.autograd.grad(outs, [k1c, v1c, q2c, *shared, l_in, acc_in], gouts, allow_unused=True)
+    for dst, gr in zip((dk1, dv1, dq2), grads[:3]):
+        dst[:, :, st:en] = gr if gr is not None else 0
+    for acc_g, gr in zip(g_shared, grads[3:8]):
+        if gr is not None:
+            acc_g += gr
+    g_l = grads[8] if grads[8] is not None else torch.zeros_like(g_l)
+    g_acc = grads[9] if grads[9] is not None else torch.zeros_like(g_acc)
+    return g_l, g_acc
 
 
 def causal_lda_scan(q1, k1, v1, mask, q2, ck, cv, gk, gv, chunk_size: int = 32, dropout_p: float = 0.0, seg_chunks: int | None = None):
@@ -454,7 +528,9 @@ def causal_lda_scan(q1, k1, v1, mask, q2, ck, cv, gk, gv, chunk_size: int = 32, 
     result; ``dropout_p`` must be 0).  ``seg_chunks`` (chunks per program) is for tests/tuning."""
     if dropout_p:
         raise ValueError("the Triton causal scan has no attention dropout; use the PyTorch scan")
+    if max(q1.shape[2], k1.shape[3]) > MAX_TILE:
+        raise ValueError(f"the Triton causal scan takes k, d_h <= {MAX_TILE}; got k={q1.shape[2]}, d_h={k1.shape[3]}")
     c = kernel_chunk(chunk_size)
     q1, k1, v1, q2, ck, cv = (_contig(t) for t in (q1, k1, v1, q2, ck, cv))
     gk, gv = gk.contiguous(), gv.contiguous()
-    return _ScanFn.apply(q1, k1, v1, mask, q2, ck, cv, gk, gv, c, seg_chunks)
+    return _ScanFn.apply(q1, k1, v1, mask, q2, ck, cv, gk, gv, c, seg_chunks, torch.is_grad_enabled())

@@ -50,7 +50,7 @@ def _pack_fwd_split(
     BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
-    pid_s = tl.program_id(1)
+    pid_s = tl.program_id(1).to(tl.int64)  # int64 before it scales: positions·strides may pass 2**31
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     offs_k = tl.arange(0, BLOCK_K)
@@ -126,7 +126,7 @@ def _pack_bwd(
     BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
-    pid_s = tl.program_id(1)
+    pid_s = tl.program_id(1).to(tl.int64)  # int64 before it scales: positions·strides may pass 2**31
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     offs_k = tl.arange(0, BLOCK_K)

@@ -19,8 +19,8 @@ differentiably: ``score_j = q₁ · K₁[i₁_j] + q₂ · K₂[i₂_j]`` (:func
 which reaches q, K₁ and K₂ exactly as the PyTorch path's gathered top-k values do.
 
 Limits: n ≤ 4096 (memory ≤ 16M slots), t ≤ 128 (candidate tile t² ≤ 16384), fp16 / bf16 /
-fp32 queries and keys (scores are computed in fp32, so in 16-bit the order of near-ties
-can differ from PyTorch's, which rounds its scores to the input dtype).
+fp32 queries and keys, scored in fp32 (:class:`ProductKeyMemory` routes in fp32 and hands
+the kernel fp32 queries and keys whatever the model's dtype).
 """
 
 from __future__ import annotations

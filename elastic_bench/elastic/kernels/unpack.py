@@ -46,7 +46,7 @@ def _unpack_fwd(
     BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
-    pid_s = tl.program_id(1)
+    pid_s = tl.program_id(1).to(tl.int64)  # int64 before it scales: positions·strides may pass 2**31
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     offs_k = tl.arange(0, BLOCK_K)
@@ -78,7 +78,7 @@ def _unpack_bwd(
     BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
-    pid_s = tl.program_id(1)
+    pid_s = tl.program_id(1).to(tl.int64)  # int64 before it scales: positions·strides may pass 2**31
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     offs_k = tl.arange(0, BLOCK_K)
