@@ -24,11 +24,11 @@ def test_baseline_comparison_only_between_ok_rows_measured_alike():
     t = df[(df["pass"] == "train_step") & (df["seq_len"] == 2048)]
     assert t["speedup"].isna().all()
     e = df[(df["model"] == "elastic") & (df["pass"] == "infer") & (df["seq_len"] == 1024)].iloc[0]
-    s = df[(df["model"] == "softmax") & (df["pass"] == "infer") & (df["seq_len"] == 1024)].iloc[0]
+    s = df[(df["model"] == "softmax") & (df["pass"] == "infer") & (df["seq_len"] == 1024) & (df["causal"] == e["causal"])].iloc[0]
     assert e["speedup"] == s["latency_ms_p50"] / e["latency_ms_p50"]
     # train_step rows compare only under the same objective
     el = df[(df["model"] == "elastic") & (df["pass"] == "train_step") & (df["seq_len"] == 512)].iloc[0]
-    sl = df[(df["model"] == "softmax") & (df["pass"] == "train_step") & (df["objective"] == "last") & (df["seq_len"] == 512)].iloc[0]
+    sl = df[(df["model"] == "softmax") & (df["pass"] == "train_step") & (df["objective"] == "last") & (df["seq_len"] == 512) & (df["causal"] == el["causal"])].iloc[0]
     assert el["objective"] == "last" and el["speedup"] == sl["latency_ms_p50"] / el["latency_ms_p50"]
 
 
@@ -56,7 +56,7 @@ def test_report_has_the_claim_check_and_no_speedup_for_incorrect(tmp_path):
     assert "incorrect" in md and "gate: relative error" in md  # listed among the cells that did not run
     cc = claim_check(with_baseline(load_results(FIXTURE), "softmax").assign(series=lambda d: d["model"]))
     assert set(cc["model"]) == {"elastic", "elastic-causal"} and set(cc["seq_len"]) == {256, 512, 1024, 2048}
-    assert set(cc["best flash-class"]) == {"sdpa-flash"}
+    assert set(cc["fastest exact"]) == {"sdpa-flash (flash-class)"}
 
 
 def test_plot_of_a_missing_file_is_exit_2(tmp_path, monkeypatch):

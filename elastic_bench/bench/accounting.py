@@ -16,8 +16,17 @@ derived columns are added at plot/table time from the columns every row already 
                       batch and length (:func:`elastic_forward_flops`), on model-level
                       ``infer``/``fwd`` efficiency rows; empty for other rows and models.
 
+How a row's ``flops`` was obtained is its ``flops_method`` (:mod:`.flops`); every figure or table
+that shows FLOPs or TFLOP/s names it with :func:`flops_label` / :func:`format_flops`, and a
+``partial`` count (a lower bound: the counter was blind to some kernel) is never shown as
+complete: it is written ``≥ value (partial)``.
+
 Example::
 
+    >>> flops_label("partial")
+    'partial count (lower bound)'
+    >>> format_flops(1.25, "counter+analytic", "{:.2f}")
+    '1.25 (counter+analytic)'
     >>> memory_bank_params("elastic", 65536, 64)     # 64k slots, d = 64
     4210688
     >>> elastic_forward_flops(batch=2, seq_len=32, d_model=16, layers=2, experts=4, memory_size=16)
@@ -32,6 +41,44 @@ import numpy as np
 import pandas as pd
 
 FFN_MULT = 4  # the recommender's default (ModelConfig.ffn_mult) — the efficiency sweep's model
+
+
+COMPLETE_FLOPS_METHODS = {
+    "counter": "counted (every op visible to the counter)",
+    "counter+analytic": "counted + analytic for the paths the counter cannot see",
+    "analytic": "analytic formula",
+}
+
+
+def flops_is_partial(method: object) -> bool:
+    """The count is not known to be complete: ``partial``, a failed count or no method recorded."""
+    m = str(method or "").strip().lower()
+    return m not in COMPLETE_FLOPS_METHODS or m in ("", "nan")
+
+
+def flops_label(method: object) -> str:
+    """Human label of a ``flops_method`` (for legends and footnotes)."""
+    m = str(method or "").strip()
+    if m.lower() in ("", "nan"):
+        return "method not recorded (completeness unknown)"
+    if m.lower().startswith("failed"):
+        return f"not counted ({m})"
+    if "partial" in m.lower():
+        return "partial count (lower bound)"
+    return COMPLETE_FLOPS_METHODS.get(m.lower(), m)
+
+
+def format_flops(value: object, method: object, fmt: str = "{:.3g}") -> str:
+    """``value (method)``; a partial or unlabelled count is prefixed ``≥``: never shown as complete."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "–"
+    if not math.isfinite(v):
+        return "–"
+    m = str(method or "").strip() or "method not recorded"
+    text = fmt.format(v)
+    return f"≥{text} ({m})" if flops_is_partial(method) else f"{text} ({m})"
 
 
 def has_memory_bank(model: str, memory_size: float | int | None) -> bool:

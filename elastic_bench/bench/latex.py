@@ -1,8 +1,11 @@
 """A LaTeX (booktabs) table of the main results: one row per configuration, mean ± std over
 seeds, the best value of each column in bold, the values not separable from it underlined.
 
-"Better" follows :mod:`.significance` (the caption says so): a value is only beaten when the
-gap exceeds the sum of the two seed standard deviations, with ≥ 2 seeds on both sides.
+"Better" follows :mod:`.significance`, and the caption states both tests: accuracy metrics
+(mean ± std over seeds) by Welch's two-sided t-test at α = 0.05 (seed variance); latency (the
+median of one seed's timing samples) by the 95 % bootstrap CI of the ratio of medians
+(timing jitter), and not tested at all where the CSV has no raw samples.  Row labels name
+each configuration's causality; the caption names batch, padding, threads and n.
 
 Example::
 
@@ -19,7 +22,7 @@ import math
 import pandas as pd
 
 from .paper_figures import joined
-from .significance import RULE, Stat, better
+from .significance import LATENCY_RULE, RULE, Stat, better, latency_differs
 
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
@@ -38,10 +41,28 @@ def _fmt(mean: float, std: float | None, digits: int) -> str:
 
 
 def _column_stats(j: pd.DataFrame, col: str) -> list[Stat]:
-    if col == "latency_ms_p50":
-        return [Stat(r["latency_ms_p50"], (r["latency_ms_p80"] - r["latency_ms_p20"]) / 2, int(r["n_samples"]) if r["n_samples"] == r["n_samples"] else 0)
-                for _, r in j.iterrows()]  # fmt: skip
+    """Seed statistics of an accuracy column (the latency column is tested by :func:`latency_marks`)."""
     return [Stat(r[f"{col}_mean"], r[f"{col}_std"], int(r["seeds"])) for _, r in j.iterrows()]
+
+
+def latency_marks(j: pd.DataFrame) -> list[str]:
+    """Per row: ``"best"`` (lowest median), ``"tie"`` (its latency does not differ from the best's under
+    :data:`.significance.LATENCY_RULE`) or ``""`` (it differs, or it is untested: no raw samples)."""
+    lat = j["latency_ms_p50"]
+    finite = [i for i in range(len(j)) if lat.iloc[i] == lat.iloc[i] and math.isfinite(lat.iloc[i])]
+    if not finite:
+        return [""] * len(j)
+    best = min(finite, key=lambda i: lat.iloc[i])
+    samples = j["latency_samples_ms"] if "latency_samples_ms" in j else pd.Series("", index=j.index)
+    out = []
+    for i in range(len(j)):
+        if i == best:
+            out.append("best")
+        elif i in finite and latency_differs(samples.iloc[best], samples.iloc[i]) is False:
+            out.append("tie")
+        else:
+            out.append("")
+    return out
 
 
 def marks(stats: list[Stat], higher_is_better: bool) -> list[str]:
@@ -60,6 +81,29 @@ def marks(stats: list[Stat], higher_is_better: bool) -> list[str]:
         else:
             out.append("")
     return out
+
+
+def _span(values: pd.Series) -> str:
+    v = sorted({int(x) for x in pd.to_numeric(values, errors="coerce").dropna()})
+    return "--" if not v else (str(v[0]) if len(v) == 1 else f"{v[0]}--{v[-1]}")
+
+
+def latency_caption(j: pd.DataFrame) -> str:
+    """What the latency column is, how it was measured and tested (batch, padding, threads, n)."""
+    lat = j[j["latency_ms_p50"].notna()]
+    tested = lat["latency_samples_ms"].map(lambda v: isinstance(v, str) and bool(v.strip())) if "latency_samples_ms" in lat else pd.Series(False, index=lat.index)
+    padding = ", ".join(sorted({str(v) for v in lat["eff_padding"] if str(v) not in ("", "nan")})) or "not recorded"
+    threads = _span(lat["eff_threads"]) if "eff_threads" in lat else "--"
+    text = (
+        f"Latency: inference p50 in ms at N={_span(lat['eff_seq_len'])}, batch {_span(lat['eff_batch'])}, padding {padding}, "
+        f"CPU threads {threads}, n = {_span(lat['n_samples'])} timing samples in "
+        f"{_span(lat['n_repeats']) if lat['n_repeats'].notna().any() else '1'} repeat process(es) of one seed's model, in the causality each model was trained in (row label). "
+    )
+    if tested.all():
+        return escape(text) + f"Latency: {escape(LATENCY_RULE)}."
+    if not tested.any():
+        return escape(text) + "Latency differences are not tested: the CSV has no raw timing samples, so no confidence interval is available (bold = lowest median only)."
+    return escape(text) + f"Latency: {escape(LATENCY_RULE)} ({int(tested.sum())} of {len(lat)} rows have samples)."
 
 
 def results_table(
@@ -85,19 +129,21 @@ def results_table(
         cols.append(("latency_ms_p50", "Latency (ms)", "min"))
     colmarks = {}
     for key, _, direction in cols:
-        if direction:
+        if key == "latency_ms_p50":
+            colmarks[key] = latency_marks(j)
+        elif direction:
             colmarks[key] = marks(_column_stats(j, key), direction == "max")
     lines = [
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
-        r"\begin{tabular}{l" + "r" * len(cols) + "}",
+        r"\begin{tabular}{ll" + "r" * len(cols) + "}",
         r"\toprule",
-        "Model & " + " & ".join(h for _, h, _ in cols) + r" \\",
+        "Model & Causality & " + " & ".join(h for _, h, _ in cols) + r" \\",
         r"\midrule",
     ]
     for i, r in j.iterrows():
-        cells = [escape(r["label"])]
+        cells = [escape(r["label"]), escape(r["causality"])]
         for key, _, direction in cols:
             if key in ("params", "memory_params"):
                 cells.append(f"{r[key] / 1e6:.3f}" if r[key] == r[key] else "--")
@@ -118,12 +164,11 @@ def results_table(
         lines.append(" & ".join(cells) + r" \\")
     seeds = sorted(set(int(s) for s in j["seeds"]))
     datasets = ", ".join(sorted(set(str(d) for d in j["dataset"])))
-    lens = sorted(set(int(v) for v in j["eff_seq_len"].dropna()))
     cap = (
         f"{escape(caption)} on {escape(datasets)}: test metrics, mean $\\pm$ std over "
         f"{'/'.join(map(str, seeds))} seed(s) (full-catalogue ranking unless the dataset says otherwise). "
-        f"Bold: best mean per column; underlined: not separable from the best, where {escape(RULE)}."
-        + (f" Latency: inference p50 at N={escape(','.join(map(str, lens)))} (its p20--p80 half-range plays the std)." if has_lat else "")
+        f"Bold: best per column; underlined: not separable from the best. Metrics: {escape(RULE)}."
+        + (" " + latency_caption(j) if has_lat else "")
     )
     lines += [r"\bottomrule", r"\end{tabular}", f"\\caption{{{cap}}}", f"\\label{{{label}}}", r"\end{table}", ""]
     return "\n".join(lines)

@@ -2,14 +2,23 @@
 
 For every (level, device, dtype) and every pass present:
 
-- ``latency-<pass>``        latency p50 (ms) vs sequence length, p20–p80 band, log-log
-- ``speedup-<pass>``        speed-up vs the baseline (× baseline latency / latency)
+- ``latency-<pass>``        latency p50 (ms) vs sequence length, p20–p80 band, error bars =
+                            95 % bootstrap CI of the median where raw samples exist, log-log
+- ``speedup-<pass>``        speed-up vs the baseline (× baseline latency / latency), error
+                            bars = 95 % bootstrap CI of the ratio of medians where raw samples exist
 - ``memory-<pass>``         peak and activation memory (MB) vs sequence length
 - ``mem-reduction-<pass>``  peak and activation memory reduction vs the baseline (%)
 
+Every series label names its causality (``linear (causal)``, ``elastic (non-causal)``) and
+ratios only pair rows of the same causality (:mod:`.compare`).  The ``no-mixing`` backend (no
+token mixing: the floor no attention can beat) is drawn as a black dashed line labelled
+``floor``; dotted lines are ``obj=last`` training rows, square markers non-causal rows.
+
 Each figure is written as PNG and PDF, with the exact CSV subset it was drawn from beside
 it (``<name>.csv``, derived columns included); the x axis is log₂ sequence length, axes
-carry units and a footnote gives device, dtype, level, date and baseline.  Only
+carry units and a two-line footnote (:func:`footnote`) gives device, dtype, level, model
+shape, torch, code, date and baseline, then batch or tokens per batch, padding, causality,
+CPU threads, the number of timing samples and repeats, and what the error bars are.  Only
 ``status == "ok"`` rows are drawn, and speed-ups only come from :mod:`.compare` (matched
 rows, both ok), so an ``incorrect`` backend never gets one.
 
@@ -32,7 +41,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from .compare import series_labels, with_baseline  # noqa: E402
+from .compare import causal_value, has_samples, is_floor, series_labels, with_baseline  # noqa: E402
 from .grammar import human_int  # noqa: E402
 from .store import load_results  # noqa: E402
 
@@ -67,21 +76,73 @@ def figure_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return groups
 
 
+def _values(sub: pd.DataFrame, col: str) -> list[str]:
+    if col not in sub:
+        return []
+    return sorted({str(v) for v in sub[col] if str(v) not in ("", "nan", "None")})
+
+
+def _span(values: pd.Series, fmt=human_int) -> str:
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if v.empty:
+        return ""
+    lo, hi = int(v.min()), int(v.max())
+    return fmt(lo) if lo == hi else f"{fmt(lo)}–{fmt(hi)}"
+
+
+def batch_text(sub: pd.DataFrame) -> str:
+    """``batch 16`` when one batch, ``tokens/batch 64k (batch 256–32)`` when batch × N is constant."""
+    if "batch" not in sub or sub["batch"].isna().all():
+        return ""
+    b = pd.to_numeric(sub["batch"], errors="coerce")
+    if b.nunique() <= 1:
+        return f"batch {_span(b)}"
+    tokens = b * pd.to_numeric(sub["seq_len"], errors="coerce")
+    return f"tokens/batch {_span(tokens)} (batch {_span(b)})"
+
+
+def causality_note(sub: pd.DataFrame) -> str:
+    kinds = {causal_value(v) for v, m in zip(sub.get("causal", []), sub.get("model", [])) if not is_floor(m)}
+    names = [n for c, n in ((True, "causal"), (False, "non-causal"), (None, "not recorded")) if c in kinds]
+    return "causality " + (" & ".join(names) + (" (per label)" if len(names) > 1 else "") if names else "–")
+
+
+def samples_note(sub: pd.DataFrame) -> str:
+    """``n = 10–50 timing samples × 2 repeats`` (the timer's samples per cell)."""
+    n = _span(sub["n_samples"]) if "n_samples" in sub else ""
+    if not n:
+        return "n samples not recorded"
+    reps = _span(sub["n_repeats"]) if "n_repeats" in sub and sub["n_repeats"].notna().any() else "1"
+    return f"n = {n} timing samples in {reps} repeat process(es)"
+
+
 def footnote(sub: pd.DataFrame, baseline: str | None) -> str:
+    """Two lines: where and what (device, dtype, level, shape, torch, code, date, baseline), then how
+    (batch or tokens per batch, padding, causality, CPU threads, timing samples and repeats)."""
     dates = sorted(d[:10] for d in sub["created_at"].astype(str) if d)
     date = dates[0] if dates and dates[0] == dates[-1] else (f"{dates[0]} – {dates[-1]}" if dates else "")
     first = sub.iloc[0]
+    shas = _values(sub, "git_sha")
     parts = [
         f"{first.get('device_name') or first.get('device')} ({first.get('device')})",
         f"dtype {first.get('dtype')}",
         f"level {first.get('level')}",
         f"d={_int(first.get('d_model'))} h={_int(first.get('heads'))} L={_int(first.get('layers'))}",
-        f"torch {first.get('torch')}",
+        f"torch {', '.join(_values(sub, 'torch'))}" if _values(sub, "torch") else "",
+        f"code {', '.join(shas)}" if shas else "",
         date,
     ]
     if baseline:
-        parts.append(f"baseline {baseline}")
-    return " · ".join(str(p) for p in parts if p)
+        parts.append(f"baseline {baseline} (same causality)")
+    threads = _span(sub["cpu_threads"]) if "cpu_threads" in sub and str(first.get("device")) == "cpu" else ""
+    how = [
+        batch_text(sub),
+        f"padding {', '.join(_values(sub, 'padding')) or 'not recorded'}",
+        causality_note(sub),
+        f"{threads} CPU thread(s)" if threads else ("CPU threads not recorded" if str(first.get("device")) == "cpu" else ""),
+        samples_note(sub),
+    ]
+    return " · ".join(str(p) for p in parts if p) + "\n" + " · ".join(p for p in how if p)
 
 
 def _int(v: object) -> str:
@@ -98,9 +159,26 @@ def _log2_x(ax: plt.Axes) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
+def wrap_note(note: str, width: int) -> str:
+    """``note`` with each line broken at `` · `` so that no line is longer than ``width`` characters."""
+    out = []
+    for line in note.split("\n"):
+        cur = ""
+        for part in line.split(" · "):
+            if cur and len(cur) + 3 + len(part) > width:
+                out.append(cur)
+                cur = part
+            else:
+                cur = f"{cur} · {part}" if cur else part
+        out.append(cur)
+    return "\n".join(out)
+
+
 def _save(fig: plt.Figure, rows: pd.DataFrame, out_dir: Path, name: str, note: str) -> list[Path]:
-    fig.text(0.01, 0.005, note, fontsize=7, color="0.35", ha="left", va="bottom")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    note = wrap_note(note, int(fig.get_figwidth() * 17.5))
+    fig.text(0.01, 0.005, note, fontsize=6.5, color="0.35", ha="left", va="bottom")
+    lines = note.count("\n") + 1
+    fig.tight_layout(rect=(0, min(0.25, 0.032 * lines * 4.5 / fig.get_figheight()), 1, 1))
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf", out_dir / f"{name}.csv"]
     fig.savefig(paths[0], dpi=150)
     fig.savefig(paths[1])
@@ -109,18 +187,38 @@ def _save(fig: plt.Figure, rows: pd.DataFrame, out_dir: Path, name: str, note: s
     return paths
 
 
-def _lines(ax: plt.Axes, rows: pd.DataFrame, y: str, band: tuple[str, str] | None = None, scale: float = 1.0) -> bool:
+def _lines(
+    ax: plt.Axes, rows: pd.DataFrame, y: str, band: tuple[str, str] | None = None, scale: float = 1.0, ci: tuple[str, str] | None = None
+) -> bool:
+    """One line per series; the ``no-mixing`` floor black and dashed; ``ci`` columns as error bars."""
     drawn = False
     for label, s in rows.sort_values("seq_len").groupby("series", sort=True):
         s = s.dropna(subset=[y])
         if s.empty:
             continue
-        style = "--" if "obj=last" in str(label) else "-"
-        (line,) = ax.plot(s["seq_len"], s[y] * scale, marker="o", ms=3, ls=style, label=label)
+        floor = s["model"].map(is_floor).all()
+        noncausal = all(causal_value(v) is False for v in s.get("causal", []))
+        style = "--" if floor else (":" if "obj=last" in str(label) else "-")
+        kw = dict(color="black", lw=1.6, marker=None) if floor else dict(marker="s" if noncausal else "o", ms=3)
+        (line,) = ax.plot(s["seq_len"], s[y] * scale, ls=style, label=label, **kw)
         if band and s[band[0]].notna().all():
             ax.fill_between(s["seq_len"], s[band[0]] * scale, s[band[1]] * scale, color=line.get_color(), alpha=0.15)
+        if ci and ci[0] in s and s[ci[0]].notna().any():
+            c = s.dropna(subset=[ci[0], ci[1]])
+            yv = c[y] * scale
+            err = [(yv - c[ci[0]] * scale).clip(lower=0), (c[ci[1]] * scale - yv).clip(lower=0)]
+            ax.errorbar(c["seq_len"], yv, yerr=err, ls="none", color=line.get_color(), capsize=2, lw=0.8)
         drawn = True
     return drawn
+
+
+def ci_note(rows: pd.DataFrame, what: str) -> str:
+    """What the error bars are, or that they are unavailable (no raw timing samples)."""
+    n, k = int(has_samples(rows).sum()), len(rows)
+    if n == 0:
+        return f"{what}: CI unavailable (no raw timing samples in the CSV)"
+    part = "" if n == k else f" ({n} of {k} rows; the rest have no raw samples)"
+    return f"{what}: 95 % bootstrap CI (timing jitter of one seed, cluster bootstrap over repeats){part}"
 
 
 def plot_group(sub: pd.DataFrame, suffix: str, baseline: str, out_dir: Path) -> list[Path]:
@@ -132,19 +230,19 @@ def plot_group(sub: pd.DataFrame, suffix: str, baseline: str, out_dir: Path) -> 
         rows = ok[ok["pass"] == p]
         note = footnote(rows, None)
         # latency
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        _lines(ax, rows, "latency_ms_p50", ("latency_ms_p20", "latency_ms_p80"))
+        fig, ax = plt.subplots(figsize=(7, 4.8))
+        _lines(ax, rows, "latency_ms_p50", ("latency_ms_p20", "latency_ms_p80"), ci=("latency_ms_ci_lo", "latency_ms_ci_hi"))
         _log2_x(ax)
         ax.set_yscale("log")
         ax.set_ylabel("latency p50 (ms, log; band p20–p80)")
         ax.set_title(f"Latency vs sequence length — {p}")
         ax.legend(fontsize=7)
-        written += _save(fig, rows, out_dir, f"latency-{p}{suffix}", note)
+        written += _save(fig, rows, out_dir, f"latency-{p}{suffix}", note + " · " + ci_note(rows, "bars on the median"))
         # speed-up
         rel = rows[rows["speedup"].notna() & (rows["model"] != baseline)]
         if not rel.empty:
-            fig, ax = plt.subplots(figsize=(7, 4.5))
-            _lines(ax, rel, "speedup")
+            fig, ax = plt.subplots(figsize=(7, 4.8))
+            _lines(ax, rel, "speedup", ci=("speedup_ci_lo", "speedup_ci_hi"))
             ax.axhline(1.0, color="0.3", lw=1, ls="--")
             _log2_x(ax)
             ax.set_yscale("log", base=2)
@@ -152,10 +250,11 @@ def plot_group(sub: pd.DataFrame, suffix: str, baseline: str, out_dir: Path) -> 
             ax.set_ylabel(f"speed-up vs {baseline} (×, log₂)")
             ax.set_title(f"Speed-up vs {baseline} — {p}")
             ax.legend(fontsize=7)
-            written += _save(fig, rel, out_dir, f"speedup-{p}{suffix}", footnote(rel, baseline))
+            bars = ci_note(rel, "bars on the ratio of medians")
+            written += _save(fig, rel, out_dir, f"speedup-{p}{suffix}", footnote(rel, baseline) + " · " + bars)
         # memory
         if rows["peak_mem_mb"].notna().any():
-            fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+            fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
             for ax, col, title in ((axes[0], "peak_mem_mb", "peak memory"), (axes[1], "act_mem_mb", "activation memory (peak − base)")):
                 _lines(ax, rows, col)
                 _log2_x(ax)
@@ -168,7 +267,7 @@ def plot_group(sub: pd.DataFrame, suffix: str, baseline: str, out_dir: Path) -> 
         # memory reduction
         red = rows[rows["peak_mem_reduction"].notna() & (rows["model"] != baseline)]
         if not red.empty:
-            fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+            fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
             for ax, col, title in ((axes[0], "peak_mem_reduction", "peak memory"), (axes[1], "act_mem_reduction", "activation memory")):
                 _lines(ax, red, col, scale=100.0)
                 ax.axhline(0.0, color="0.3", lw=1, ls="--")

@@ -1,13 +1,28 @@
 """A Markdown report of one or more results CSVs: tables, figures and the claim check.
 
-``reports/<name>/report.md`` holds, per (level, device, dtype) and pass, the latency,
-speed-up and memory tables (one row per sequence length, one column per model), the
+``reports/<name>/report.md`` holds, per (level, device, dtype) and pass, the latency (with its
+95 % bootstrap CI), speed-up (with the CI of the ratio), memory, ratio-to-floor and throughput
+tables (one row per sequence length, one column per series: model, causality, objective), the
 figures of :mod:`.plots`, the rows that did not run (``oom``, ``skipped``, ``incorrect``,
-``error``) with their reasons, and the **claim check**: at each sequence length, ELASTIC's
-(every model whose name starts with ``elastic``) inference speed-up and memory reduction
-vs ``softmax`` and vs the fastest FlashAttention-class backend that ran on that device
-(``sdpa*``, ``flash-attn``, ``xformers``), beside the paper's claims (90 % less memory,
-×2.7 faster inference).
+``error``) with their reasons, the rows left unpaired because their code or torch differ from
+their baseline's, and the **claim check** (:func:`claim_check`).
+
+Every comparison pairs rows measured alike (:data:`.compare.MATCH_KEYS`: same device, threads,
+dtype, pass, level, objective, **causality**, batch, length, shape, padding, dropout, code and
+torch).  Every table has a footnote naming batch or tokens per batch, padding, causality, CPU
+threads and the number of timing samples, and what its CI is (timing jitter of one seed's model;
+accuracy's seed variance is never mixed in: no accuracy here).
+
+Claim check: at each sequence length, each ELASTIC series' (models named ``elastic*``)
+inference speed-up and memory reduction
+
+- vs ``softmax`` (eager): the paper's "standard attention";
+- vs the **fastest exact** backend (speed) and the **lowest-memory exact** backend (memory)
+  measured alike; exact = ``softmax``, ``sdpa*``, ``flash-attn``, ``xformers``
+  (:func:`.compare.is_exact`; ``sdpa-math`` is exact but not flash-class);
+
+beside the paper's claims (90 % less memory, ×2.7 faster inference).  CPU rows are marked
+"not evidence for the GPU claim".
 
 Example::
 
@@ -24,20 +39,19 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .compare import MATCH_KEYS, match_key
-from .plots import PASS_ORDER, efficiency_rows, figure_groups, plot_results
+from .accounting import flops_is_partial, flops_label, format_flops
+from .bootstrap import parse_samples, ratio_ci
+from .compare import MATCH_KEYS, has_samples, is_exact, is_flash_class, is_floor, match_key, provenance_mismatches
+from .plots import PASS_ORDER, ci_note, efficiency_rows, figure_groups, footnote, plot_results
 
 CLAIM_MEMORY = 0.90  # "up to 90 % less GPU memory"
 CLAIM_SPEEDUP = 2.7  # "×2.7 inference speed-up"
+CPU_NOTE = "CPU: not evidence for the GPU claim"
+__all__ = ["CLAIM_MEMORY", "CLAIM_SPEEDUP", "claim_check", "is_elastic", "is_exact", "is_flash_class", "write_report"]
 
 
 def is_elastic(model: str) -> bool:
     return str(model).startswith("elastic")
-
-
-def is_flash_class(model: str) -> bool:
-    m = str(model)
-    return m.startswith("sdpa") or m in ("flash-attn", "xformers")
 
 
 def _fmt(v: object, kind: str = "") -> str:
@@ -54,6 +68,25 @@ def _fmt(v: object, kind: str = "") -> str:
     return str(v)
 
 
+def fmt_ci(v: object, lo: object, hi: object, kind: str) -> str:
+    """``v [lo, hi]`` in ``kind``'s format, or ``v (CI n/a)`` when the interval is unavailable."""
+    text = _fmt(v, kind)
+    if text == "–":
+        return text
+    if lo is None or hi is None or not (np.isfinite(float(lo)) and np.isfinite(float(hi))):  # type: ignore[arg-type]
+        return f"{text} (CI n/a)"
+    return f"{text} [{_fmt(lo, kind).lstrip('×')}, {_fmt(hi, kind).lstrip('×')}]"
+
+
+def _speedup_ci(ref: pd.Series, row: pd.Series) -> tuple[float, float, float]:
+    """``ref latency / row latency`` (medians of the rows) and the bootstrap CI from their raw samples."""
+    ratio = float(ref["latency_ms_p50"]) / float(row["latency_ms_p50"])
+    a, ga = parse_samples(ref.get("latency_samples_ms"))
+    b, gb = parse_samples(row.get("latency_samples_ms"))
+    _, lo, hi = ratio_ci(a, b, ga, gb)
+    return ratio, lo, hi
+
+
 def md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "_(no rows)_\n"
@@ -64,17 +97,58 @@ def md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pivot(rows: pd.DataFrame, value: str, kind: str) -> pd.DataFrame:
-    if rows.empty or rows[value].notna().sum() == 0:
+def pivot(rows: pd.DataFrame, value: str, kind: str, ci: tuple[str, str] | None = None) -> pd.DataFrame:
+    """seq_len × series table of ``value``; with ``ci`` columns, each cell ``v [lo, hi]`` (or ``(CI n/a)``)."""
+    if rows.empty or value not in rows or rows[value].notna().sum() == 0:
         return pd.DataFrame()
-    t = rows.pivot_table(index="seq_len", columns="series", values=value, aggfunc="first")
-    t = t.apply(lambda col: col.map(lambda v: _fmt(v, kind)))
+    if ci and ci[0] in rows and ci[1] in rows:
+        cells = rows.assign(_cell=[fmt_ci(v, lo, hi, kind) for v, lo, hi in zip(rows[value], rows[ci[0]], rows[ci[1]])])
+    else:
+        cells = rows.assign(_cell=[_fmt(v, kind) for v in rows[value]])
+    cells = cells[rows[value].notna()]
+    t = cells.pivot_table(index="seq_len", columns="series", values="_cell", aggfunc="first").fillna("–")
     t.index = [int(i) for i in t.index]
     return t.reset_index().rename(columns={"index": "seq_len"})
 
 
+def throughput_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """seq_len × series of TFLOP/s = flops / latency p50, each cell labelled with its ``flops_method``;
+    a partial or unlabelled count is written ``≥ v (method)``: never presented as complete."""
+    if rows.empty or "flops" not in rows or rows["flops"].notna().sum() == 0:
+        return pd.DataFrame()
+    r = rows[rows["flops"].notna() & (rows["flops"] > 0)]
+    tflops = r["flops"] / (r["latency_ms_p50"] * 1e-3) / 1e12
+    method = r["flops_method"] if "flops_method" in r else pd.Series("", index=r.index)
+    return pivot(r.assign(_tflops=[format_flops(v, m, "{:.3g}") for v, m in zip(tflops, method)]), "_tflops", "")
+
+
+def table_note(rows: pd.DataFrame, baseline: str | None = None, ci_what: str | None = None) -> str:
+    """The footnote under a table: :func:`.plots.footnote` in one line, plus what the CI is."""
+    text = footnote(rows, baseline).replace("\n", " · ")
+    if ci_what:
+        text += " · " + ci_note(rows, ci_what)
+    return f"<sub>{text}</sub>"
+
+
+def _cmp_cells(e: pd.Series, ref: pd.Series | None, prefix: str) -> dict[str, str]:
+    if ref is None:
+        return {f"speed-up vs {prefix}": "–", f"peak mem reduction vs {prefix}": "–"}
+    sp, lo, hi = _speedup_ci(ref, e)
+    return {f"speed-up vs {prefix}": fmt_ci(sp, lo, hi, "x"), f"peak mem reduction vs {prefix}": _fmt(1 - e["peak_mem_mb"] / ref["peak_mem_mb"], "%")}
+
+
+def _meets(e: pd.Series, fast: pd.Series | None, small: pd.Series | None) -> str:
+    if fast is None and small is None:
+        return "–"
+    sp = "–" if fast is None else ("yes" if fast["latency_ms_p50"] / e["latency_ms_p50"] >= CLAIM_SPEEDUP else "no")
+    mr = "–" if small is None else ("yes" if 1 - e["peak_mem_mb"] / small["peak_mem_mb"] >= CLAIM_MEMORY else "no")
+    return f"speed {sp}, memory {mr}"
+
+
 def claim_check(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (group, ELASTIC series, seq_len) from ``infer`` rows (see the module doc)."""
+    """One row per (group, ELASTIC series, seq_len) from ``infer`` rows (see the module doc): vs eager
+    ``softmax``, vs the fastest exact backend (speed) and the lowest-memory exact backend (memory), all
+    measured alike (same causality included), with bootstrap CIs of the speed-ups where raw samples exist."""
     rows = []
     ok = df[(df["status"] == "ok") & (df["pass"] == "infer")]
     keys = [k for k in MATCH_KEYS if k in df and k != "objective" and k != "loss"]
@@ -83,7 +157,10 @@ def claim_check(df: pd.DataFrame) -> pd.DataFrame:
     for idx, e in ok[ok["model"].map(is_elastic)].sort_values(["level", "dtype", "seq_len"]).iterrows():
         same = ok[ok_keys == ok_keys[idx]]
         soft = same[same["model"] == "softmax"]
-        flash = same[same["model"].map(is_flash_class)].sort_values("latency_ms_p50")
+        exact = same[same["model"].map(is_exact)]
+        s = soft.iloc[0] if not soft.empty else None
+        fast = exact.sort_values("latency_ms_p50").iloc[0] if not exact.empty else None
+        small = exact.sort_values("peak_mem_mb").iloc[0] if not exact.empty and exact["peak_mem_mb"].notna().any() else None
         row = {
             "level": e["level"],
             "device": e["device_name"] or e["device"],
@@ -91,14 +168,10 @@ def claim_check(df: pd.DataFrame) -> pd.DataFrame:
             "model": e["series"],
             "seq_len": int(e["seq_len"]),
             "batch": int(e["batch"]),
+            "latency ms [95 % CI]": fmt_ci(e["latency_ms_p50"], e.get("latency_ms_ci_lo"), e.get("latency_ms_ci_hi"), "ms"),
         }
-        if not soft.empty:
-            s = soft.iloc[0]
-            row["speed-up vs softmax"] = _fmt(s["latency_ms_p50"] / e["latency_ms_p50"], "x")
-            row["peak mem reduction vs softmax"] = _fmt(1 - e["peak_mem_mb"] / s["peak_mem_mb"], "%")
-            row["act mem reduction vs softmax"] = _fmt(1 - e["act_mem_mb"] / s["act_mem_mb"], "%")
-        else:
-            row["speed-up vs softmax"] = row["peak mem reduction vs softmax"] = row["act mem reduction vs softmax"] = "–"
+        row.update(_cmp_cells(e, s, "softmax"))
+        row["act mem reduction vs softmax"] = _fmt(1 - e["act_mem_mb"] / s["act_mem_mb"], "%") if s is not None else "–"
         # training memory: elastic under 'last', elastic-causal under 'all' (the objective each trains with)
         tr_keys = [k for k in keys if k != "pass"]
         tr_e = train[(match_key(train, tr_keys) == match_key(ok.loc[[idx]], tr_keys).iloc[0]) & (train["model"] == e["model"]) & (train["options"] == e["options"])]
@@ -112,21 +185,39 @@ def claim_check(df: pd.DataFrame) -> pd.DataFrame:
             if len(te) and len(ts):
                 red = _fmt(1 - te["peak_mem_mb"].iloc[0] / ts["peak_mem_mb"].iloc[0], "%") + f" (obj={obj})"
         row["train_step peak mem reduction vs softmax"] = red
-        if not flash.empty:
-            f = flash.iloc[0]
-            row["best flash-class"] = f["model"]
-            row["speed-up vs it"] = _fmt(f["latency_ms_p50"] / e["latency_ms_p50"], "x")
-            row["peak mem reduction vs it"] = _fmt(1 - e["peak_mem_mb"] / f["peak_mem_mb"], "%")
-        else:
-            row["best flash-class"] = "none ran"
-            row["speed-up vs it"] = row["peak mem reduction vs it"] = "–"
-        sp = soft["latency_ms_p50"].iloc[0] / e["latency_ms_p50"] if not soft.empty else np.nan
-        mr = 1 - e["peak_mem_mb"] / soft["peak_mem_mb"].iloc[0] if not soft.empty else np.nan
-        row[f"meets claim vs softmax (×{CLAIM_SPEEDUP}, {CLAIM_MEMORY:.0%})"] = (
-            "–" if soft.empty else f"speed {'yes' if sp >= CLAIM_SPEEDUP else 'no'}, memory {'yes' if mr >= CLAIM_MEMORY else 'no'}"
-        )
+        row["fastest exact"] = "none ran alike" if fast is None else fast["model"] + (" (flash-class)" if is_flash_class(fast["model"]) else "")
+        row["speed-up vs fastest exact"] = _cmp_cells(e, fast, "x")["speed-up vs x"]
+        row["lowest-memory exact"] = "none ran alike" if small is None else small["model"]
+        row["peak mem reduction vs lowest-memory exact"] = _cmp_cells(e, small, "x")["peak mem reduction vs x"]
+        row[f"meets claim vs softmax (×{CLAIM_SPEEDUP}, {CLAIM_MEMORY:.0%})"] = _meets(e, s, s)
+        row["meets claim vs best exact"] = _meets(e, fast, small)
+        row["evidence"] = CPU_NOTE if str(e["device"]).startswith("cpu") else "GPU row"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def missing_alike(df: pd.DataFrame) -> list[str]:
+    """ELASTIC infer series with no softmax row measured alike (e.g. non-causal elastic in a sweep whose
+    baselines all ran causal): one line each, so the report says why their comparisons are blank."""
+    ok = df[(df["status"] == "ok") & (df["pass"] == "infer")]
+    if ok.empty:
+        return []
+    keys = [k for k in MATCH_KEYS if k in df and k not in ("objective", "loss")]
+    key = match_key(ok, keys)
+    soft = set(key[ok["model"] == "softmax"])
+    out = []
+    for series, sub in ok[ok["model"].map(is_elastic)].groupby("series"):
+        lens = sorted(int(n) for n, k in zip(sub["seq_len"], key[sub.index]) if k not in soft)
+        if lens:
+            out.append(f"`{series}`: no `softmax` row of the same causality (and other match keys) at N = {', '.join(map(str, lens))}")
+    return out
+
+
+def floor_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a ratio to the ``no-mixing`` floor (the floor itself excluded)."""
+    if "latency_vs_floor" not in rows:
+        return rows.iloc[0:0]
+    return rows[rows["latency_vs_floor"].notna() & ~rows["model"].map(is_floor)]
 
 
 def not_run(df: pd.DataFrame) -> pd.DataFrame:
@@ -139,6 +230,19 @@ def not_run(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _provenance_lines(df: pd.DataFrame, baseline: str) -> list[str]:
+    bad = provenance_mismatches(df, baseline)
+    lines = ["## Provenance", "",
+             "Rows are paired only when their code (`git_sha`) and `torch` are the same as their baseline's "
+             "(a resumed sweep can mix them)."]  # fmt: skip
+    if bad.empty:
+        lines += ["No row lost its baseline to a provenance difference.", ""]
+    else:
+        lines += [f"**Warning: {len(bad)} row(s) have a `{baseline}` row measured alike but from other code or torch; "
+                  "they are not compared.** Rerun them in one session to compare.", "", md_table(bad), ""]  # fmt: skip
+    return lines
+
+
 def write_report(paths: Iterable[str | Path], baseline: str = "softmax", out_dir: str | Path | None = None) -> Path:
     """Write ``report.md`` and its figures; returns the report's path."""
     paths = [Path(p) for p in paths]
@@ -149,20 +253,36 @@ def write_report(paths: Iterable[str | Path], baseline: str = "softmax", out_dir
     fig_names = {p.name for p in figures}
     lines = [f"# Efficiency report: {', '.join(p.name for p in paths)}", ""]
     lines.append(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by `elastic-bench report` from {len(df)} rows. "
-                 f"Speed-ups and memory reductions are against `{baseline}`, measured alike (same device, dtype, pass, level, "
-                 "objective, batch and sequence length); only `ok` rows get one.\n")
+                 f"Speed-ups and memory reductions are against `{baseline}`, measured alike: same "
+                 f"{', '.join(k for k in MATCH_KEYS)} (causality included: a causal row is only compared with a causal row); "
+                 "only `ok` rows get one. Series are named `model [options] (causality, objective)`.\n")
     if df.empty:
         lines.append("_No efficiency rows._\n")
         (out / "report.md").write_text("\n".join(lines))
         return out / "report.md"
+    lines += ["Statistics: latency cells are the median of the row's timing samples with its 95 % bootstrap CI "
+              "`[lo, hi]` (cluster bootstrap over repeat processes); speed-ups carry the 95 % bootstrap CI of the ratio of "
+              "medians. Both describe timing jitter of one seed's model only, never seed variance. `(CI n/a)`: the row "
+              "has no raw timing samples (`latency_samples_ms`), so no interval is given.", ""]  # fmt: skip
     env_cols = [c for c in ("device", "device_name", "host", "torch", "cuda", "triton", "git_sha", "mem_method", "timer_mode") if c in df]
     lines += ["## Environment", "", md_table(df[env_cols].drop_duplicates().reset_index(drop=True)), ""]
+    lines += _provenance_lines(df, baseline)
     lines += ["## Claim check (inference)", "",
               f"Paper (arXiv 2408.09380, withdrawn): up to {CLAIM_MEMORY:.0%} less GPU memory and ×{CLAIM_SPEEDUP} inference speed-up "
-              "vs standard attention; baseline, length and hardware not stated. ELASTIC = models named `elastic*`; "
-              "FlashAttention-class = the fastest of `sdpa*`, `flash-attn`, `xformers` that ran at that length.", ""]
+              "vs standard attention; baseline, length and hardware not stated. ELASTIC = models named `elastic*`. "
+              "Standard attention = eager `softmax` (the paper's baseline). The claim is also judged against the best exact "
+              "attention measured alike (same causality and match keys): the fastest exact backend for speed and the "
+              "lowest-memory exact backend for memory; exact = `softmax`, `sdpa*`, `flash-attn`, `xformers` "
+              "(flash-class = those fused kernels, not `sdpa-math`). "
+              f"The paper's claim is about GPUs: rows measured on a CPU are marked \"{CPU_NOTE}\".", ""]  # fmt: skip
     cc = claim_check(df)
     lines += [md_table(cc) if not cc.empty else "_No ELASTIC `infer` rows with status ok: nothing to check._\n", ""]
+    for m in missing_alike(df):
+        lines.append(f"- {m}: its comparisons are blank (run the sweep with `--causal auto` or `--causal no` to measure one).")
+    infer_ok = df[(df["pass"] == "infer") & (df["status"] == "ok")]
+    if not infer_ok.empty:
+        lines += ["", table_note(infer_ok, "softmax and the best exact backends", "speed-up CI")]
+    lines.append("")
     for suffix, sub in figure_groups(df):
         first = sub.iloc[0]
         lines += [f"## {first['level']} level · {first['device_name'] or first['device']} · {first['dtype']}", ""]
@@ -171,12 +291,28 @@ def write_report(paths: Iterable[str | Path], baseline: str = "softmax", out_dir
             rows = sub[(sub["pass"] == p) & (sub["status"] == "ok")]
             others = rows[rows["model"] != baseline]
             lines += [f"### {p}", ""]
-            for title, col, kind in (("Latency p50 (ms)", "latency_ms_p50", "ms"), (f"Speed-up vs {baseline}", "speedup", "x"),
-                                     ("Peak memory (MB)", "peak_mem_mb", "mb"), ("Activation memory (MB)", "act_mem_mb", "mb"),
-                                     (f"Peak memory reduction vs {baseline}", "peak_mem_reduction", "%")):
-                t = pivot(others if col in ("speedup", "peak_mem_reduction") else rows, col, kind)
+            tables = (
+                ("Latency p50 (ms) [95 % CI of the median]", rows, "latency_ms_p50", "ms", ("latency_ms_ci_lo", "latency_ms_ci_hi"), None, "latency CI"),
+                (f"Speed-up vs {baseline} (same causality) [95 % CI]", others, "speedup", "x", ("speedup_ci_lo", "speedup_ci_hi"), baseline, "speed-up CI"),
+                ("Peak memory (MB)", rows, "peak_mem_mb", "mb", None, None, None),
+                ("Activation memory (MB)", rows, "act_mem_mb", "mb", None, None, None),
+                (f"Peak memory reduction vs {baseline} (same causality)", others, "peak_mem_reduction", "%", None, baseline, None),
+                ("Latency / no-mixing floor latency [95 % CI] (1 = the floor; lower is better)", floor_rows(rows), "latency_vs_floor", "x",
+                 ("latency_vs_floor_ci_lo", "latency_vs_floor_ci_hi"), "no-mixing", "ratio CI"),
+                ("Peak memory / no-mixing floor peak memory", floor_rows(rows), "peak_mem_vs_floor", "x", None, "no-mixing", None),
+            )  # fmt: skip
+            for title, src, col, kind, ci, base, ci_what in tables:
+                t = pivot(src, col, kind, ci)
                 if not t.empty:
-                    lines += [f"**{title}**", "", md_table(t), ""]
+                    lines += [f"**{title}**", "", md_table(t), table_note(src, base, ci_what), ""]
+            tp = throughput_table(rows)
+            if not tp.empty:
+                methods = sorted({str(m) for m in rows.get("flops_method", pd.Series(dtype=str)) if str(m)})
+                partial = any(flops_is_partial(m) for m in rows.get("flops_method", pd.Series(dtype=str)))
+                lines += ["**Throughput (TFLOP/s = FLOPs / latency p50; FLOPs method in each cell)**", "", md_table(tp),
+                          "<sub>FLOPs methods: " + "; ".join(f"`{m}` = {flops_label(m)}" for m in methods)
+                          + (". `≥`: a partial or unlabelled count, a lower bound, not a complete count." if partial else ".")
+                          + " · " + table_note(rows).removeprefix("<sub>"), ""]  # fmt: skip
             for stem in ("latency", "speedup", "memory", "mem-reduction"):
                 name = f"{stem}-{p}{suffix}.png"
                 if name in fig_names:
