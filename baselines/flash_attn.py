@@ -10,6 +10,11 @@ fp16/bf16, head dim <= 256, compute capability >= 8.0.
   over its real tokens only, so causal attention is right for left *and* right padding:
   the causal mask counts positions inside the packed sequence, never padded indices.
 
+Whether anything is padded, and the packing (indices, ``cu_seqlens``, longest length),
+are host-side decisions (:func:`varlen_plan`: ``mask.all()``, ``nonzero`` and ``max`` each
+sync with the GPU); a benchmark makes them once with
+:meth:`~elastic_bench.attention.Attention.prepare`, so its timed calls never sync.
+
 ``flash_attn`` is imported only when the module runs, never at import time.
 
 Example (CUDA with flash-attn installed)::
@@ -21,40 +26,60 @@ Example (CUDA with flash-attn installed)::
 from __future__ import annotations
 
 import importlib.metadata
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from elastic_bench.attention import Backend, Capabilities, QKVAttention, masked_softmax_reference
+from elastic_bench.attention_flops import real_lengths, softmax_attention_flops
+
+
+@dataclass(frozen=True)
+class VarlenPlan:
+    """How a padded batch is packed for ``flash_attn_varlen_func``."""
+
+    idx: Tensor  # flat indices of the real tokens, sequence by sequence, in order
+    cu_seqlens: Tensor  # int32 [B + 1]: cumulative real lengths
+    max_len: int  # the longest real length
+
+
+def varlen_plan(mask: Tensor) -> VarlenPlan | None:
+    """``None`` when nothing is padded, else the packing of ``mask`` (host syncs on CUDA)."""
+    if bool(mask.all()):
+        return None
+    lens = mask.sum(1, dtype=torch.int32)
+    return VarlenPlan(mask.reshape(-1).nonzero().flatten(), F.pad(torch.cumsum(lens, 0, dtype=torch.int32), (1, 0)), int(lens.max()))
 
 
 class FlashAttnAttention(QKVAttention):
+    def mask_plan(self, mask: Tensor) -> VarlenPlan | None:
+        return varlen_plan(mask)
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         from flash_attn import flash_attn_func, flash_attn_varlen_func
 
         p = self.dropout_p if self.training else 0.0
         b, h, n, dh = q.shape
         qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # [B, N, H, d_h]
-        if bool(mask.all()):
+        plan = self.plan_for(mask)  # prepared: no host sync here
+        if plan is None:
             out = flash_attn_func(qt, kt, vt, dropout_p=p, causal=self.causal)
             self.backend_detail = "flash_attn_func"
             return out.transpose(1, 2)
 
-        idx = mask.reshape(-1).nonzero().flatten()  # real tokens, sequence by sequence, in order
+        idx = plan.idx
         out = q.new_zeros(b * n, h, dh)
         if idx.numel() == 0:
             self.backend_detail = "flash_attn_varlen_func"
             return out.view(b, n, h, dh).transpose(1, 2)
-        lens = mask.sum(1, dtype=torch.int32)
-        cu_seqlens = F.pad(torch.cumsum(lens, 0, dtype=torch.int32), (1, 0))
-        max_len = int(lens.max())
 
         def unpad(t: Tensor) -> Tensor:
             return t.reshape(b * n, h, dh).index_select(0, idx)
 
         packed = flash_attn_varlen_func(
-            unpad(qt), unpad(kt), unpad(vt), cu_seqlens, cu_seqlens, max_len, max_len, dropout_p=p, causal=self.causal
+            unpad(qt), unpad(kt), unpad(vt), plan.cu_seqlens, plan.cu_seqlens, plan.max_len, plan.max_len, dropout_p=p, causal=self.causal
         )
         out = out.index_copy(0, idx, packed.to(out.dtype))
         self.backend_detail = "flash_attn_varlen_func"
@@ -74,6 +99,17 @@ class FlashAttnBackend(Backend):
         requires=("flash_attn",),
     )
     module = FlashAttnAttention
+
+    @classmethod
+    def counter_blind(cls, detail: str) -> tuple[str, ...]:
+        """flash-attn's kernels are not ATen ops: the FLOP counter sees neither pass."""
+        return ("fwd", "bwd")
+
+    @classmethod
+    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int:
+        """FlashAttention-2 forward: 4·H·d_h per query–key pair; over the real tokens of each
+        sequence when padded (varlen), the causal half skipped (N(N+1)/2 pairs)."""
+        return softmax_attention_flops([n for n in real_lengths(batch, seq_len, lengths) if n], heads, d_model // heads, causal)
 
     @classmethod
     def extra_unavailable_reason(cls, device: str, dtype: torch.dtype) -> str | None:

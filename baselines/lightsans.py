@@ -89,3 +89,10 @@ class LightSANsBackend(Backend):
     summary = "LightSANs low-rank decomposed self-attention over k latent interests (Fan et al., SIGIR 2021)"
     capabilities = Capabilities(causal=False, options={"interests": 32})
     module = LightSANsAttention
+
+    @classmethod
+    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int:
+        """Per aggregation (keys, values): logits KΘ and the weighted sum, 2·(2·B·N·d·k); then N
+        queries over k interests, 4·B·N·k·d.  Total 12·B·N·k·d (d = H·d_h, k = interests)."""
+        k = int({**cls.capabilities.options, **(options or {})}["interests"])
+        return 12 * batch * seq_len * k * d_model

@@ -93,3 +93,14 @@ class LinearBackend(Backend):
     summary = "linear attention, phi = elu + 1 (Katharopoulos et al. 2020); causal chunk-wise, O(N d^2)"
     capabilities = Capabilities(options={"chunk_size": 64})
     module = LinearAttention
+
+    @classmethod
+    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int:
+        """Non-causal: S = φ(K)ᵀV, then φ(Q)S and the normaliser φ(Q)z: 4·B·H·N·d_h² + 2·B·H·N·d_h.
+        Causal, per chunk of m positions: the m×m scores and their product with V, φ(Q)S,
+        φ(Q)z and the state update: B·H·(4·m²·d_h + 4·m·d_h² + 2·m·d_h).  Padding is computed."""
+        dh, bh = d_model // heads, batch * heads
+        if not causal:
+            return bh * seq_len * (4 * dh * dh + 2 * dh)
+        c = int({**cls.capabilities.options, **(options or {})}["chunk_size"])
+        return sum(bh * (4 * m * m * dh + 4 * m * dh * dh + 2 * m * dh) for m in (min(c, seq_len - a) for a in range(0, seq_len, c)))

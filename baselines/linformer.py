@@ -98,3 +98,11 @@ class LinformerBackend(Backend):
     summary = "Linformer low-rank attention; keys/values pooled over real tokens to proj_len, any N, padding-invariant"
     capabilities = Capabilities(causal=False, options={"proj_len": 64})
     module = LinformerAttention
+
+    @classmethod
+    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int:
+        """Pooling as a product with the [r, N] pooling matrix after the r×r mixing (einsum left to
+        right), for K and V: 2·(2·B·r²·N + 2·B·N·r·d); then softmax attention of N queries over
+        r keys: 4·B·N·r·d.  Total 4·B·r²·N + 8·B·N·r·d (d = H·d_h)."""
+        r = int({**cls.capabilities.options, **(options or {})}["proj_len"])
+        return 4 * batch * r * r * seq_len + 8 * batch * seq_len * r * d_model

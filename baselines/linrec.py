@@ -72,3 +72,8 @@ class LinRecBackend(Backend):
     summary = "LinRec L2-normalised linear attention (Liu et al., SIGIR 2023), O(N d^2), non-causal"
     capabilities = Capabilities(causal=False)
     module = LinRecAttention
+
+    @classmethod
+    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int:
+        """K̂ᵀV, then Q̂(K̂ᵀV): 4·B·H·N·d_h²."""
+        return 4 * batch * heads * seq_len * (d_model // heads) ** 2

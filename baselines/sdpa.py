@@ -14,7 +14,9 @@ Padding: without padding (``mask.all()``), causal attention uses ``is_causal=Tru
 mask, so the flash kernels stay eligible.  With padding a boolean ``[B, 1, N, N]`` mask
 (key padding, combined with causal) is passed; a query with no readable key (a padding
 position under causal left padding) reads itself so that its row stays finite.  Telling
-the two cases apart costs one ``mask.all()`` per call (a host sync on CUDA).
+the two cases apart costs one ``mask.all()`` (a host sync on CUDA), made once by
+:meth:`~elastic_bench.attention.Attention.prepare` before a benchmark times the calls, or
+per call when nothing was prepared.
 The CUDA flash kernel takes no mask at all: ``sdpa-flash`` on CUDA refuses padding (see
 :meth:`SDPAFlashBackend.unavailable_reason`); the CPU flash kernel takes masks (checked
 with torch 2.13, fp64/fp32/fp16/bf16) and honours padding.
@@ -37,6 +39,7 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from elastic_bench.attention import ALL_DTYPES, Backend, Capabilities, QKVAttention, masked_softmax_reference
+from elastic_bench.attention_flops import real_lengths, softmax_attention_flops
 
 KERNEL_NAMES: dict[int, str] = {
     int(SDPBackend.MATH): "math",
@@ -118,8 +121,9 @@ class SDPAAttention(QKVAttention):
     kernel: ClassVar[SDPBackend | None] = None
 
     def sdpa_args(self, mask: Tensor) -> tuple[Tensor | None, bool]:
-        """``(attn_mask, is_causal)``: no mask at all when nothing is padded."""
-        if bool(mask.all()):
+        """``(attn_mask, is_causal)``: no mask at all when nothing is padded (decided by
+        :meth:`plan_for`: no host sync once the mask was prepared)."""
+        if not self.plan_for(mask):
             return None, self.causal
         return allowed_mask(mask, self.causal), False
 
@@ -162,6 +166,16 @@ class _SDPABase(Backend):
     @classmethod
     def versions(cls) -> dict[str, str]:
         return {"torch": torch.__version__}
+
+    @classmethod
+    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int:
+        """What the kernel computes: without padding a causal call uses ``is_causal``, and the
+        fused kernels (flash, mem-efficient, cuDNN) skip the masked half, N(N+1)/2 pairs; with
+        padding (a dense boolean mask) and on the math kernel, all N² pairs.  Visible to the
+        FLOP counter (which counts causal calls at their causal pairs); for checks."""
+        padded = any(n != seq_len for n in real_lengths(batch, seq_len, lengths))
+        skips = causal and not padded and not detail.endswith(":math")
+        return softmax_attention_flops(real_lengths(batch, seq_len, None), heads, d_model // heads, causal=skips)
 
 
 class SDPABackend(_SDPABase):

@@ -11,6 +11,11 @@ fastest operator for the inputs (FlashAttention-3/2 or its CUTLASS kernel);
   positions only (right for left and right padding).  Outputs are scattered back;
   padding positions get zeros.
 
+Whether anything is padded, the real lengths and the block-diagonal bias are host-side
+decisions (:meth:`XFormersAttention.mask_plan`: ``mask.all()``, ``nonzero`` and ``tolist``
+each sync with the GPU); a benchmark makes them once with
+:meth:`~elastic_bench.attention.Attention.prepare`, so its timed calls never sync.
+
 ``xformers`` is imported only when the module runs, never at import time.
 
 Example (CUDA with xformers installed)::
@@ -24,11 +29,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from elastic_bench.attention import Backend, Capabilities, QKVAttention, masked_softmax_reference
+from elastic_bench.attention_flops import real_lengths, softmax_attention_flops
 
 _op_cache: dict[tuple, str] = {}
 
@@ -62,7 +70,28 @@ def _from_seqlens(cls, lens: list[int], device: torch.device):
     return cls.from_seqlens(lens)
 
 
+@dataclass(frozen=True)
+class PackedPlan:
+    """How a padded batch is packed into one block-diagonal sequence."""
+
+    idx: Tensor  # flat indices of the real tokens, sequence by sequence, in order
+    lens: list[int]  # the non-zero real lengths
+    bias: Any  # BlockDiagonal(Causal)Mask.from_seqlens(lens); None when nothing is real
+
+
 class XFormersAttention(QKVAttention):
+    def mask_plan(self, mask: Tensor) -> PackedPlan | None:
+        """``None`` when nothing is padded, else the packing of ``mask`` (host syncs on CUDA)."""
+        if bool(mask.all()):
+            return None
+        lens = [int(x) for x in mask.sum(1).tolist() if x > 0]
+        bias = None
+        if lens:
+            from xformers.ops.fmha import attn_bias as xbias
+
+            bias = _from_seqlens(xbias.BlockDiagonalCausalMask if self.causal else xbias.BlockDiagonalMask, lens, mask.device)
+        return PackedPlan(mask.reshape(-1).nonzero().flatten(), lens, bias)
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         import xformers.ops as xops
         from xformers.ops.fmha import attn_bias as xbias
@@ -70,26 +99,23 @@ class XFormersAttention(QKVAttention):
         p = self.dropout_p if self.training else 0.0
         b, h, n, dh = q.shape
         qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # [B, N, H, d_h]
-        if bool(mask.all()):
+        plan = self.plan_for(mask)  # prepared: no host sync here
+        if plan is None:
             bias = xbias.LowerTriangularMask() if self.causal else None
             op = chosen_op(qt, kt, vt, bias, p)
             out = xops.memory_efficient_attention(qt, kt, vt, attn_bias=bias, p=p)
             self.backend_detail = f"xformers:{op}+{type(bias).__name__ if bias is not None else 'nobias'}"
             return out.transpose(1, 2)
 
-        idx = mask.reshape(-1).nonzero().flatten()  # real tokens, sequence by sequence, in order
         out = q.new_zeros(b * n, h, dh)
-        lens = [int(x) for x in mask.sum(1).tolist() if x > 0]
-        if not lens:
+        if plan.bias is None:
             self.backend_detail = "xformers:none"
             return out.view(b, n, h, dh).transpose(1, 2)
-        cls = xbias.BlockDiagonalCausalMask if self.causal else xbias.BlockDiagonalMask
-        bias = _from_seqlens(cls, lens, q.device)
-        qp, kp, vp = (t.reshape(b * n, h, dh).index_select(0, idx).unsqueeze(0) for t in (qt, kt, vt))
-        op = chosen_op(qp, kp, vp, bias, p)
-        packed = xops.memory_efficient_attention(qp, kp, vp, attn_bias=bias, p=p)
-        out = out.index_copy(0, idx, packed[0].to(out.dtype))
-        self.backend_detail = f"xformers:{op}+{cls.__name__}"
+        qp, kp, vp = (t.reshape(b * n, h, dh).index_select(0, plan.idx).unsqueeze(0) for t in (qt, kt, vt))
+        op = chosen_op(qp, kp, vp, plan.bias, p)
+        packed = xops.memory_efficient_attention(qp, kp, vp, attn_bias=plan.bias, p=p)
+        out = out.index_copy(0, plan.idx, packed[0].to(out.dtype))
+        self.backend_detail = f"xformers:{op}+{type(plan.bias).__name__}"
         return out.view(b, n, h, dh).transpose(1, 2)
 
     def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
@@ -105,6 +131,17 @@ class XFormersBackend(Backend):
         requires=("xformers",),
     )
     module = XFormersAttention
+
+    @classmethod
+    def counter_blind(cls, detail: str) -> tuple[str, ...]:
+        """xFormers' kernels are not ATen ops: the FLOP counter sees neither pass."""
+        return ("fwd", "bwd")
+
+    @classmethod
+    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int:
+        """memory_efficient_attention forward: 4·H·d_h per query–key pair; over the real tokens
+        of each sequence when padded (block-diagonal bias), the causal half skipped."""
+        return softmax_attention_flops([n for n in real_lengths(batch, seq_len, lengths) if n], heads, d_model // heads, causal)
 
     @classmethod
     def versions(cls) -> dict[str, str]:

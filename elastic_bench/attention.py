@@ -96,6 +96,39 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # ---- host-side decisions about the mask, made once, outside any timed call
+
+    def mask_plan(self, mask: Tensor) -> Any:
+        """What this module derives from a mask on the host before it can launch its kernels.
+
+        Default: whether anything is padded (``not mask.all()``: one device-to-host sync on
+        CUDA).  A backend that needs more (real lengths, packing indices) overrides it."""
+        return not bool(mask.all())
+
+    def prepare(self, mask: Tensor | None) -> None:
+        """Make :meth:`mask_plan`'s decisions for ``mask`` now, so that later calls whose mask has
+        the same shape and device reuse them without reading the mask on the host (no sync
+        inside a timed call).  The caller promises that those masks equal ``mask`` (a benchmark
+        replays one batch); ``prepare(None)`` forgets the plan."""
+        self._mask_plan = None if mask is None else (tuple(mask.shape), mask.device, self.mask_plan(mask))
+
+    def plan_for(self, mask: Tensor) -> Any:
+        """The prepared plan when ``mask`` has its shape and device, else :meth:`mask_plan` now."""
+        prepared = self.__dict__.get("_mask_plan")
+        if prepared is not None and prepared[0] == tuple(mask.shape) and prepared[1] == mask.device:
+            return prepared[2]
+        return self.mask_plan(mask)
+
+
+def prepare_masks(model: nn.Module, mask: Tensor | None) -> int:
+    """:meth:`Attention.prepare` on every attention module inside ``model`` (all of them see the
+    same key-padding mask: the recommender passes its input mask to every block); returns how
+    many were prepared."""
+    mods = [m for m in model.modules() if isinstance(m, Attention)]
+    for m in mods:
+        m.prepare(mask)
+    return len(mods)
+
 
 class QKVAttention(Attention):
     """An attention with the usual query/key/value and output projections.
@@ -250,3 +283,35 @@ class Backend:
     def versions(cls) -> dict[str, str]:
         """Versions of the packages this backend relies on (for the CSV)."""
         return {}
+
+    @classmethod
+    def counter_blind(cls, detail: str) -> tuple[str, ...]:
+        """The phases (``"fwd"``, ``"bwd"``) of the path named ``detail`` (a module's
+        ``backend_detail``) whose FLOPs ``torch.utils.flop_counter`` cannot see: kernels that
+        are not ATen ops (Triton, flash-attn, xFormers).  ``()``: plain PyTorch, all visible.
+
+        Default: a ``triton:...`` path is blind in both phases (the naming convention of
+        ``backend_detail``); a backend whose Triton backward runs in PyTorch says so."""
+        return ("fwd", "bwd") if detail.startswith("triton:") else ()
+
+    @classmethod
+    def attention_flops(
+        cls,
+        *,
+        batch: int,
+        seq_len: int,
+        d_model: int,
+        heads: int,
+        causal: bool,
+        options: Mapping[str, Any] | None = None,
+        detail: str = "",
+        lengths: tuple[int, ...] | None = None,
+    ) -> int | None:
+        """Analytic forward FLOPs (matmul-class, 2 per multiply-add, as the FLOP counter
+        counts) of one call of the path named ``detail``: for an attention module its token
+        mixing (no q/k/v/output projections; those are counted by the counter), on ``batch``
+        sequences of ``seq_len`` positions whose real lengths are ``lengths`` (None: all
+        full).  Used by the benchmark where :meth:`counter_blind` says the counter is blind;
+        a blind backward is counted as 2.5 × this.  ``None``: no analytic count (the row's
+        ``flops_method`` is then ``partial``)."""
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..attention import Backend, Capabilities
+from . import flops
 from .model import ElasticAttention, ElasticEncoder
 
 # options shared by both variants; the defaults are ELASTIC_SPEC.md §3's
@@ -24,6 +25,15 @@ class ElasticBackend(Backend):
     def build_encoder(cls, **kwargs: Any) -> ElasticEncoder:
         return ElasticEncoder(**kwargs)
 
+    @classmethod
+    def counter_blind(cls, detail: str) -> tuple[str, ...]:
+        return flops.blind_phases(detail)
+
+    @classmethod
+    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int | None:
+        """ELASTIC's paths: :func:`elastic_bench.elastic.flops.path_flops` (mask lengths do not matter)."""
+        return flops.path_flops(detail, batch=batch, seq_len=seq_len, d_model=d_model, heads=heads, options={**cls.capabilities.options, **(options or {})})
+
 
 class ElasticCausalBackend(Backend):
     name = "elastic-causal"
@@ -34,3 +44,12 @@ class ElasticCausalBackend(Backend):
     @classmethod
     def build_encoder(cls, **kwargs: Any) -> ElasticEncoder:
         return ElasticEncoder(memory_size=0, **kwargs)
+
+    @classmethod
+    def counter_blind(cls, detail: str) -> tuple[str, ...]:
+        return flops.blind_phases(detail)
+
+    @classmethod
+    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int | None:
+        """ELASTIC's paths: :func:`elastic_bench.elastic.flops.path_flops` (mask lengths do not matter)."""
+        return flops.path_flops(detail, batch=batch, seq_len=seq_len, d_model=d_model, heads=heads, options={**cls.capabilities.options, **(options or {})})
