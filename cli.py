@@ -121,8 +121,10 @@ def sweep(
     objective: Optional[str] = typer.Option(None, "--objective", help="auto | all | last (backward passes)"),
     causal: Optional[str] = typer.Option(None, "--causal", help="auto (every causality a backend supports) | yes | no"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda[:N]"),
-    repeats: Optional[str] = typer.Option(None, "--repeats", help="max timed samples per cell"),
-    min_time: Optional[str] = typer.Option(None, "--min-time", help="time budget per cell (s); stops after it with ≥ 3 samples"),
+    repeats: Optional[str] = typer.Option(None, "--repeats", help="cap on timed samples per cell"),
+    min_time: Optional[str] = typer.Option(None, "--min-time", help="seconds of samples per cell, at least (and ≥ 10 samples)"),
+    max_time: Optional[str] = typer.Option(None, "--max-time", help="a slow cell stops sampling after this many seconds, with ≥ 3 samples"),
+    process_repeats: Optional[str] = typer.Option(None, "--process-repeats", help="headline cells (the longest --seq-len): interleaved repeats, each in a fresh process (default 3; 1 = off)"),
     warmup: Optional[str] = typer.Option(None, "--warmup", help="untimed calls after the first (FLOP-counting, also untimed) call"),
     n_items: Optional[str] = typer.Option(None, "--n-items", help="catalogue size"),
     padding: Optional[str] = typer.Option(None, "--padding", help="full | random (lengths uniform in 1..N, left-padded)"),
@@ -156,7 +158,7 @@ def sweep(
     runner0 = checked_launcher(launcher, ray_address, ray_cpus)
 
     if task == "accuracy":
-        efficiency_only = dict(causal=causal, seq_len=seq_len, batch=batch, tokens_per_batch=tokens_per_batch, dtype=dtype, pass_=pass_, level=level,
+        efficiency_only = dict(causal=causal, process_repeats=process_repeats, max_time=max_time, seq_len=seq_len, batch=batch, tokens_per_batch=tokens_per_batch, dtype=dtype, pass_=pass_, level=level,
                                repeats=repeats, min_time=min_time, warmup=warmup, n_items=n_items, padding=padding, threads=threads)  # fmt: skip
         given_eff = [k.rstrip("_").replace("_", "-") for k, v in efficiency_only.items() if v is not None]
         if given_eff:
@@ -185,8 +187,9 @@ def sweep(
     given = dict(
         seq_len=seq_len, batch=batch, tokens_per_batch=tokens_per_batch, models=models, experts=experts,
         memory_size=memory_size, topk=topk, option=option, d_model=d_model, heads=heads, layers=layers,
-        dtype=dtype, level=level, objective=objective, causal=causal, device=device, repeats=repeats, min_time=min_time,
+        dtype=dtype, level=level, objective=objective, causal=causal, device=device, repeats=repeats, min_time=min_time, max_time=max_time,
         warmup=warmup, n_items=n_items, padding=padding, dropout=dropout, seed=seed, threads=threads, out=out, baseline=baseline,
+        process_repeats=process_repeats,
         dry_run=dry_run, resume=resume, retry_errors=retry_errors, plot=plot,
     )  # fmt: skip
     given["pass"] = pass_

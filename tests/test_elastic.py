@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import zlib
+
 import pytest
 import torch
 
@@ -24,6 +27,11 @@ def random_mask(b: int, n: int, gen: torch.Generator, side: str = "left") -> tor
     return mask
 
 
+def stable_seed(*key: object) -> int:
+    """A seed from ``key`` that is the same in every process (``hash`` of a str is salted per process)."""
+    return zlib.crc32(repr(key).encode())
+
+
 def grads(out: torch.Tensor, weight: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor | None]:
     return list(torch.autograd.grad((out * weight).sum(), inputs, allow_unused=True))
 
@@ -35,7 +43,7 @@ def grads(out: torch.Tensor, weight: torch.Tensor, inputs: list[torch.Tensor]) -
 def test_lda_matches_naive_reference(causal, chunk, shape, side):
     """Forward and every gradient of the fast LDA layer equal the naive reference in float64."""
     b, n, d, h, k = shape
-    gen = torch.Generator().manual_seed(hash((causal, chunk, shape, side)) % 2**31)
+    gen = torch.Generator().manual_seed(stable_seed(causal, chunk, shape, side))
     layer = LDALayer(d, h, 0.0, causal, ffn_mult=2, chunk_size=chunk).to(F64).eval()
     for prm in layer.parameters():  # non-trivial LayerNorm affines and biases
         prm.data.normal_(0, 0.5, generator=gen)
@@ -137,6 +145,29 @@ def test_imr_matches_brute_force_topk():
         torch.testing.assert_close(scores, bscores)
         assert idx.max() < n * n
         torch.testing.assert_close(imr(e, mask), imr.reference(e, mask))
+
+
+def test_imr_routes_in_fp32_whatever_the_dtype():
+    """bf16 IMR (and fp32 weights under bf16 autocast) picks the slots that the same rounded
+    model picks in float64, at the default 64k slots (bf16 scores picked ~1/3 others)."""
+    gen = torch.Generator().manual_seed(3)
+    imr = ProductKeyMemory(64, 32, 65536).to(torch.bfloat16)
+    e = torch.randn(8, 50, 64, generator=gen).to(torch.bfloat16)
+    mask = random_mask(8, 50, gen)
+    mask[:, -1] = True
+    imr64 = copy.deepcopy(imr).double()
+    q = imr.query_vector(e, mask)
+    scores, idx = imr.retrieve(q)
+    _, ref = imr64.retrieve(imr64.query_vector(e.double(), mask))
+    assert q.dtype == scores.dtype == torch.float32 and imr(e, mask).dtype == torch.bfloat16
+    assert torch.equal(idx.sort(-1).values, ref.sort(-1).values)
+    imr32 = copy.deepcopy(imr).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q_ac = imr32.query_vector(e, mask)
+        s_ac, idx_ac = imr32.retrieve(q_ac)
+        out = imr32(e, mask)
+    assert q_ac.dtype == s_ac.dtype == out.dtype == torch.float32
+    assert torch.equal(idx_ac.sort(-1).values, ref.sort(-1).values)
 
 
 def test_imr_gradients_reach_keys_and_values():

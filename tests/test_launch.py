@@ -27,7 +27,7 @@ from elastic_bench.launch import Job, get_launcher
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[distributed]')")
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(device="cpu", d_model=16, heads=2, layers=1, n_items=50, repeats=2, min_time=0, warmup=0, plot=False, threads=1)
+TINY = dict(device="cpu", d_model=16, heads=2, layers=1, n_items=50, repeats=2, min_time=0, warmup=0, plot=False, threads=1, process_repeats=1)
 # what must agree between launchers: everything but timings, memory readings and provenance
 SAME = ("config_hash", "status", "model", "seq_len", "batch", "options", "params", "flops", "flops_method", "gate_dtype", "backend_detail", "cpu_threads")
 

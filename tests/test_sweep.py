@@ -16,6 +16,8 @@ from elastic_bench.bench.sweep import run_sweep
 
 TINY = dict(
     device="cpu",
+    process_repeats=1,  # headline repeats in fresh processes: tests/test_repeats.py
+    causal="yes",  # one causality per backend keeps the counts simple (the axis: tests/test_like_for_like.py)
     d_model=16,
     heads=2,
     layers=1,
@@ -142,7 +144,7 @@ def test_no_resume_reruns_everything(tmp_path):
 
 def test_option_axes_cross_only_declaring_backends(tmp_path):
     with registered():
-        s = spec(tmp_path, seq_len="8,16", batch="1", models="fake-exact,fake-experts", experts="2,4", memory_size="0,1k")
+        s = spec(tmp_path, seq_len="8,16", batch="1", models="fake-exact,fake-experts", experts="2,4", memory_size="0,1k", causal="no")
         cells = expand(s)
     per_model = {}
     for c in cells:
@@ -155,9 +157,9 @@ def test_option_axes_cross_only_declaring_backends(tmp_path):
 
 def test_non_causal_models_train_on_the_last_position_only(tmp_path):
     with registered():
-        s = spec(tmp_path, seq_len="8", batch="1", models="fake-exact,fake-experts", **{"pass": "train_step"})
-        objectives = {(c.model, c.objective) for c in expand(s)}
-    assert objectives == {("fake-exact", "all"), ("fake-exact", "last"), ("fake-experts", "last")}
+        s = spec(tmp_path, seq_len="8", batch="1", models="fake-exact,fake-experts", causal="auto", **{"pass": "train_step"})
+        objectives = {(c.model, c.causal, c.objective) for c in expand(s)}
+    assert objectives == {("fake-exact", True, "all"), ("fake-exact", True, "last"), ("fake-exact", False, "last"), ("fake-experts", False, "last")}
 
 
 def test_config_hash_is_stable_and_ignores_run_time(tmp_path):

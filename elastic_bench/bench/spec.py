@@ -48,9 +48,10 @@ CPU_DEFAULTS: dict[str, Any] = {
     "tokens_per_batch": "4k",
     "dtype": "fp32",
     "pass": "infer",
-    "repeats": 5,
-    "min_time": 0.2,
-    "warmup": 0,  # the FLOP-counting call (a real, untimed execution) is the warm-up
+    "repeats": 200,  # the cap; sampling wants >= 10 samples and >= min-time seconds of them
+    "min_time": 1.0,
+    "max_time": 5.0,  # a call so slow that this passes first stops at >= 3 samples
+    "warmup": 0,  # calls after the untimed FLOP-counting one; warm-up also lasts >= 0.5 s
     "threads": 1,  # one intra-op thread: stable timings even when the machine is busy
 }
 # GPU: every registered backend (unusable ones become `skipped:<reason>` rows).
@@ -59,8 +60,9 @@ GPU_DEFAULTS: dict[str, Any] = {
     "tokens_per_batch": "64k",
     "dtype": "bf16",
     "pass": "infer,train_step",
-    "repeats": 50,
-    "min_time": 0.5,
+    "repeats": 1000,
+    "min_time": 1.0,
+    "max_time": 30.0,
     "warmup": 3,
 }
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -80,12 +82,13 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "dry_run": False,
     "retry_errors": False,
     "baseline": "softmax",
+    "process_repeats": 3,  # headline cells (the longest N): 3 interleaved repeats in fresh processes
 }
 KEYS = (
     "seq_len", "batch", "tokens_per_batch", "models", "experts", "memory_size", "topk", "option",
-    "d_model", "heads", "layers", "dtype", "pass", "level", "causal", "objective", "device", "repeats", "min_time",
+    "d_model", "heads", "layers", "dtype", "pass", "level", "causal", "objective", "device", "repeats", "min_time", "max_time",
     "warmup", "n_items", "padding", "dropout", "seed", "threads", "out", "resume", "plot", "dry_run", "retry_errors",
-    "baseline",
+    "baseline", "process_repeats",
 )  # fmt: skip
 
 
@@ -112,8 +115,9 @@ class SweepSpec:
     dropout: float | None = None  # None = auto: training's dropout in backward passes, 0 otherwise
     seed: int = 0
     threads: int = 0
-    repeats: int = 5
-    min_time: float = 0.2
+    repeats: int = 200
+    min_time: float = 1.0
+    max_time: float = 60.0
     warmup: int = 1
     out: str = "results/sweep.csv"
     resume: bool = True
@@ -121,6 +125,7 @@ class SweepSpec:
     dry_run: bool = False
     retry_errors: bool = False
     baseline: str = "softmax"
+    process_repeats: int = 1  # headline cells: repeats, each in a fresh process (see .repeats)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -351,6 +356,7 @@ def load_spec(overrides: Mapping[str, Any] | None = None, config: str | Path | N
     repeats = _whole(get("repeats"), "--repeats")
     warmup = _whole(get("warmup"), "--warmup", 0)
     min_time = parse_float(get("min_time"), "--min-time")
+    max_time = parse_float(get("max_time") if get("max_time") is not None else 60.0, "--max-time")
     n_items = _whole(get("n_items"), "--n-items")
     dropout_text = str(get("dropout")).strip().lower()
     dropout = None if dropout_text == "auto" else parse_float(dropout_text, "--dropout")
@@ -362,6 +368,7 @@ def load_spec(overrides: Mapping[str, Any] | None = None, config: str | Path | N
     if not out.strip() or Path(out).is_dir():
         raise GrammarError(f"--out: {out!r} is a directory; accepted: a CSV file path such as results/sweep.csv")
     baseline = str(get("baseline"))
+    process_repeats = _whole(get("process_repeats"), "--process-repeats")
     return SweepSpec(
         seq_lens=seq_lens,
         models=models,
@@ -384,6 +391,7 @@ def load_spec(overrides: Mapping[str, Any] | None = None, config: str | Path | N
         threads=threads,
         repeats=repeats,
         min_time=min_time,
+        max_time=max_time,
         warmup=warmup,
         out=out,
         resume=_bool(get("resume"), "--resume"),
@@ -391,6 +399,7 @@ def load_spec(overrides: Mapping[str, Any] | None = None, config: str | Path | N
         dry_run=_bool(get("dry_run"), "--dry-run"),
         retry_errors=_bool(get("retry_errors"), "--retry-errors"),
         baseline=baseline,
+        process_repeats=process_repeats,
         notes=tuple(notes),
     )
 

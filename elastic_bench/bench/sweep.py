@@ -21,6 +21,7 @@ in flight.  The engine imports no model: backends come from the registry by name
 from __future__ import annotations
 
 import gc
+import itertools
 import time
 import uuid
 from collections import Counter
@@ -35,18 +36,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..attention import prepare_masks
 from ..environment import device_name as _device_name
 from ..environment import environment
 from ..launch import is_remote
 from .cells import Cell, backend_info, expand
 from .flops import pass_flops
 from .grammar import human_int
-from .gate import GATE_MAX_LEN, GateResult, check_backend
+from .gate import GateResult, check_backend, gate_len
 from .memory import measure_memory
-from .passes import build_workload, precision
+from .passes import AUTOGRAD_PASSES, build_workload, mixed_precision, precision
+from .repeats import ProcessPerRound, RepeatLog, headline, interleaved, timing_fields
 from .spec import SweepSpec
 from .store import ResultsStore
-from .timer import time_pass, warm_up
+from .timer import WARMUP_TIME_S, device_context, time_pass, warm_up
+from .workload_mask import workload_mask
 
 PREVIEW_ROWS = 12
 
@@ -227,7 +231,13 @@ class Engine:
         self.oom = OomSeries()
 
     def gate(self, backend: Any, cell: Cell) -> GateResult:
-        key = (cell.model, cell.dtype, cell.d_model, cell.heads, cell.causal, cell.options, min(cell.seq_len, GATE_MAX_LEN))
+        """The gate of the path ``cell`` times (:mod:`.gate`: its padding, causality, precision
+        regime, grad mode, at :func:`.gate.gate_len`), cached on everything the gate depends on."""
+        grad = cell.pass_ in AUTOGRAD_PASSES
+        autocast = mixed_precision(cell)
+        level = cell.level if autocast else "op"  # the level changes only the input dtype under autocast
+        dropout = cell.dropout if grad else 0.0  # a training cell's dropout path is gated too
+        key = (cell.model, cell.dtype, cell.d_model, cell.heads, cell.causal, cell.options, gate_len(cell.seq_len), cell.padding, grad, autocast, level, dropout > 0, cell.seed)
         if key not in self.gates:
             try:
                 self.gates[key] = check_backend(
@@ -240,6 +250,11 @@ class Engine:
                     options=cell.options,
                     seq_len=cell.seq_len,
                     seed=cell.seed,
+                    padding=cell.padding,
+                    grad=grad,
+                    autocast=autocast,
+                    level=level,
+                    dropout=dropout,
                 )
             except Exception as exc:  # noqa: BLE001 - recorded on the row
                 if is_oom(exc):
@@ -251,7 +266,10 @@ class Engine:
         return result
 
     def measure(self, cell: Cell, backend: Any) -> dict[str, Any]:
-        """Fields of an ``ok`` or ``incorrect`` row; raises on OOM and errors."""
+        """Fields of an ``ok``, ``incorrect`` or ``skipped`` row; raises on OOM and errors.
+
+        ``incorrect`` also when the path the gate checked is not the one that was timed
+        (``backend_detail`` differs): the timed numbers are then not evidence and are dropped."""
         spec, device = self.spec, self.device
         try:
             g = self.gate(backend, cell)
@@ -259,29 +277,37 @@ class Engine:
             if is_oom(exc):
                 raise
             return {"status": f"error:{type(exc).__name__}", "reason": f"gate: {exc}"}
+        if g.skipped:
+            return {"status": f"skipped:{g.reason}"}
         fields: dict[str, Any] = {"gate_dtype": g.dtype, "gate_max_err": g.max_err}
         if not g.ok:
             return {**fields, "status": "incorrect", "reason": g.reason}
         work = build_workload(cell, device)
         try:
+            prepare_masks(work.module, workload_mask(work))  # host-side padding decisions: once, untimed
             fields["params"] = work.num_parameters()
             try:
                 fields["flops"], fields["flops_method"] = pass_flops(cell, backend, work.run, work.module, work.forward)
-                # the counted call was a real, untimed run of the pass: it is the first warm-up
-                warm = spec.warmup if fields["flops_method"] == "counter" else max(1, spec.warmup)
+                warm = spec.warmup  # the counted call was a real, untimed run of the pass: the first warm-up
             except Exception as exc:  # noqa: BLE001 - FLOPs are informative; the timing still counts
                 if is_oom(exc):
                     raise
                 fields["flops_method"] = f"failed:{type(exc).__name__}"
                 warm = max(1, spec.warmup)
-            warm_up(work.run, device, warm)
-            t = time_pass(work.run, device, repeats=spec.repeats, min_time=spec.min_time)
+            # warm up by calls and by time (as long as the sampling budget, at most WARMUP_TIME_S)
+            warm_up(work.run, device, warm, min_time=min(WARMUP_TIME_S, spec.min_time))
+            t = time_pass(work.run, device, repeats=spec.repeats, min_time=spec.min_time, max_time=spec.max_time)
+            timed = work.backend_detail
+            if timed != g.detail:
+                reason = f"gate: checked path {g.detail!r} (N={g.n}) but timed {timed!r}: the timed path is not gated"
+                return {**fields, "status": "incorrect", "backend_detail": timed, "reason": reason}
             work.reset()
             mem = measure_memory(work.run, device, work.resident)
             fields.update(
                 status="ok",
-                backend_detail=work.backend_detail,
+                backend_detail=timed,
                 n_samples=t.n_samples,
+                samples_ms=t.samples_ms,  # measure_row turns them into latency_samples_ms and the CI
                 timer_mode=t.mode,
                 latency_ms_p50=t.p50_ms,
                 latency_ms_p20=t.p20_ms,
@@ -298,30 +324,34 @@ class Engine:
             free_memory(device)
 
     def run_cell(self, cell: Cell) -> tuple[dict[str, Any], Any]:
-        """All outcome fields of ``cell`` (never raises except KeyboardInterrupt/SystemExit)."""
+        """All outcome fields of ``cell`` (never raises except KeyboardInterrupt/SystemExit).
+
+        Everything runs under ``torch.cuda.device(cell's device)`` (:func:`.timer.device_context`):
+        capability checks, the gate, warm-up, timing, memory and every kernel launch."""
         info = backend_info(cell.model)
         if info.cls is None:
             return {"status": f"skipped:{info.load_error}"}, None
         backend = info.cls
-        why = backend.unavailable_reason(
-            self.device,
-            _dtype(cell.dtype),
-            causal=cell.causal,
-            head_dim=cell.d_model // cell.heads,
-            padding=cell.padding != "full",
-        )
-        if why:
-            return {"status": f"skipped:{why}"}, backend
-        why = self.oom.skip_reason(cell)
-        if why:
-            return {"status": f"skipped:{why}"}, backend
-        try:
-            return self.measure(cell, backend), backend
-        except Exception as exc:  # noqa: BLE001 - every failure is a row
-            fields = self._failure(cell, exc)
-            exc.__traceback__ = None  # drop the frames (and their tensors) before freeing memory
-        free_memory(self.device)
-        return fields, backend
+        with device_context(self.device):
+            why = backend.unavailable_reason(
+                self.device,
+                _dtype(cell.dtype),
+                causal=cell.causal,
+                head_dim=cell.d_model // cell.heads,
+                padding=cell.padding != "full",
+            )
+            if why:
+                return {"status": f"skipped:{why}"}, backend
+            why = self.oom.skip_reason(cell)
+            if why:
+                return {"status": f"skipped:{why}"}, backend
+            try:
+                return self.measure(cell, backend), backend
+            except Exception as exc:  # noqa: BLE001 - every failure is a row
+                fields = self._failure(cell, exc)
+                exc.__traceback__ = None  # drop the frames (and their tensors) before freeing memory
+            free_memory(self.device)
+            return fields, backend
 
     def _failure(self, cell: Cell, exc: Exception) -> dict[str, Any]:
         if is_oom(exc):
@@ -334,6 +364,9 @@ def measure_row(engine: Engine, cell: Cell, run_id: str, env: dict[str, str]) ->
     """The complete results row of one cell (what every launcher appends)."""
     c0 = time.perf_counter()
     fields, backend = engine.run_cell(cell)
+    samples = fields.pop("samples_ms", None)
+    if samples:  # one process: one repeat group; the latency columns and the CI from the samples
+        fields.update(timing_fields([list(samples)]))
     return {**_base_row(cell, run_id, env, backend), **fields, "wall_s": round(time.perf_counter() - c0, 3)}
 
 
@@ -402,6 +435,23 @@ def _local_rows(engine: Engine, todo: list[Cell], run_id: str, env: dict[str, st
         yield cell, measure_row(engine, cell, run_id, env)
 
 
+def _repeated_rows(engine: Engine, cells: list[Cell], run_id: str, env: dict[str, str], on_repeat: Any) -> Iterator[tuple[Cell, dict[str, Any]]]:
+    """Headline cells: ``process_repeats`` interleaved runs, each in a fresh process (:mod:`.repeats`)."""
+    spec = engine.spec
+    with ProcessPerRound() as workers:
+
+        def measure(cell: Cell, rnd: int) -> dict[str, Any]:
+            why = engine.oom.skip_reason(cell)
+            if why:
+                return {**_base_row(cell, run_id, env, None), "status": f"skipped:{why}"}
+            return workers.measure((spec, cell, run_id), rnd)
+
+        for cell, row in interleaved(cells, spec.process_repeats, measure, RepeatLog(spec.out), on_repeat):
+            if row.get("status") == "oom":
+                engine.oom.record(cell)
+            yield cell, row
+
+
 def run_sweep(spec: SweepSpec, console: Console | None = None, progress: bool = True, launcher: Any = None) -> SweepResult:
     """Run (or, with ``spec.dry_run``, only print) the sweep; returns what happened.
 
@@ -433,7 +483,11 @@ def run_sweep(spec: SweepSpec, console: Console | None = None, progress: bool = 
                     bar.update(task, description=f"[cyan]{launcher.describe()}[/]")
                     rows = remote_rows(spec, todo, run_id, env, launcher)
                 else:
-                    rows = _local_rows(engine, todo, run_id, env, lambda c: bar.update(task, description=f"[cyan]{c.label()}[/]"))
+                    heads = set(headline(plan.cells)) if spec.process_repeats > 1 else set()
+                    rows = itertools.chain(
+                        _local_rows(engine, [c for c in todo if c not in heads], run_id, env, lambda c: bar.update(task, description=f"[cyan]{c.label()}[/]")),
+                        _repeated_rows(engine, [c for c in todo if c in heads], run_id, env, lambda c, r: bar.update(task, description=f"[cyan]{c.label()} (process {r + 1}/{spec.process_repeats})[/]")),
+                    )
                 for cell, row in rows:
                     store.append(row)
                     result.ran += 1

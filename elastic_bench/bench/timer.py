@@ -1,31 +1,45 @@
-"""Time one benchmark pass: warm up, then repeat until a sample count or a time budget.
+"""Time one benchmark pass: warm up, then sample until a count and a time budget are both met.
 
 - GPU: a pair of CUDA events around every call, read after one final synchronise
-  (``timer_mode = "cuda-events"``).
+  (``timer_mode = "cuda-events"``).  Everything runs under ``torch.cuda.device(device)``, so
+  the events, the synchronisations and the kernels are on the cell's GPU (``cuda:N``).
 - CPU: ``time.perf_counter_ns`` around every call (``timer_mode = "perf-counter"``).
 
-Every shape is warmed up before it is timed: the sweep runs the pass once untimed (the
-FLOP-counting call) and then :func:`warm_up` ``warmup`` more times, so compilation,
-autotuning, cuDNN/cuBLAS heuristics and allocator growth stay out of the numbers.  Then
-samples are taken until
-``repeats`` samples exist or ``min_time`` seconds of samples have been taken (with at least
-``min_samples``), whichever comes first.  The result is the median with p20 and p80.
+Warm-up (:func:`warm_up`): at least ``calls`` untimed calls **and** at least ``min_time``
+seconds of them (default :data:`WARMUP_TIME_S`), so compilation, autotuning, cuDNN/cuBLAS
+heuristics, allocator growth and CPU frequency ramps stay out of the numbers whatever one call
+costs.  (The sweep's first, FLOP-counting call is untimed too.)
+
+Sampling (:func:`time_pass`): samples are taken until there are at least ``min_samples``
+(default :data:`MIN_SAMPLES` = 10) **and** they add up to at least ``min_time`` seconds
+(default :data:`MIN_TIME_S` = 1 s); it stops earlier only at ``repeats`` samples (the cap,
+default :data:`MAX_SAMPLES`), or, for a call so slow that ``max_time`` seconds pass first,
+with at least :data:`MIN_SAMPLES_SLOW` samples.  The result is the median with p20 and p80,
+and every sample in the order taken (:attr:`Timing.samples_ms`, for bootstrap intervals).
 
 Example::
 
-    >>> t = time_pass(lambda: torch.randn(64, 64) @ torch.randn(64, 64), torch.device("cpu"), repeats=5)
-    >>> t.n_samples, t.p50_ms > 0
-    (5, True)
+    >>> t = time_pass(lambda: torch.randn(64, 64) @ torch.randn(64, 64), torch.device("cpu"), min_time=0)
+    >>> t.n_samples, len(t.samples_ms), t.p50_ms > 0
+    (10, 10, True)
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ContextManager
 
 import torch
+
+MIN_SAMPLES = 10  # per cell, at least (unless capped by ``repeats``)
+MIN_TIME_S = 1.0  # per cell, at least this many seconds of samples
+MAX_SAMPLES = 10_000  # default cap of ``repeats``
+WARMUP_TIME_S = 0.5  # warm up at least this long (and at least ``calls`` calls)
+MAX_TIME_S = 60.0  # a slow call stops sampling here ...
+MIN_SAMPLES_SLOW = 3  # ... with at least this many samples
 
 
 @dataclass(frozen=True)
@@ -35,6 +49,7 @@ class Timing:
     p80_ms: float
     n_samples: int
     mode: str
+    samples_ms: tuple[float, ...] = ()  # every sample, in the order taken
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -49,40 +64,61 @@ def quantile(sorted_values: list[float], q: float) -> float:
 
 def summarize(samples_ms: list[float], mode: str) -> Timing:
     s = sorted(samples_ms)
-    return Timing(statistics.median(s), quantile(s, 0.2), quantile(s, 0.8), len(s), mode)
+    return Timing(statistics.median(s), quantile(s, 0.2), quantile(s, 0.8), len(s), mode, tuple(samples_ms))
 
 
 def timer_mode(device: torch.device) -> str:
     return "cuda-events" if device.type == "cuda" else "perf-counter"
 
 
-def warm_up(fn: Callable[[], object], device: torch.device, calls: int) -> float:
-    """Run ``fn`` untimed ``calls`` times; returns the last call's seconds."""
-    last = 0.0
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        last = time.perf_counter() - t0
-    return last
+def device_context(device: torch.device) -> ContextManager:
+    """``torch.cuda.device(device)`` for a CUDA device (events, syncs and launches on it), else
+    nothing (also when CUDA is unavailable: the cell is then skipped with that reason)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
+def warm_up(fn: Callable[[], object], device: torch.device, calls: int, min_time: float = WARMUP_TIME_S) -> int:
+    """Run ``fn`` untimed until at least ``calls`` calls and ``min_time`` seconds; returns the calls made."""
+    done = 0
+    t0 = time.perf_counter()
+    with device_context(device):
+        while done < calls or (min_time > 0 and time.perf_counter() - t0 < min_time):
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            done += 1
+    return done
+
+
+def _enough(n: int, spent: float, repeats: int, min_time: float, min_samples: int, max_time: float) -> bool:
+    """Whether sampling stops after ``n`` samples adding up to ``spent`` seconds."""
+    if n >= repeats:
+        return True
+    if n >= min_samples and spent >= min_time:
+        return True
+    return spent >= max_time and n >= min(MIN_SAMPLES_SLOW, min_samples)
 
 
 def time_pass(
     fn: Callable[[], object],
     device: torch.device,
-    repeats: int = 10,
-    min_time: float = 0.5,
-    min_samples: int = 3,
+    repeats: int = MAX_SAMPLES,
+    min_time: float = MIN_TIME_S,
+    min_samples: int = MIN_SAMPLES,
+    max_time: float = MAX_TIME_S,
 ) -> Timing:
-    """Median/p20/p80 of ``fn``'s latency; call :func:`warm_up` first."""
+    """Median/p20/p80 and the samples of ``fn``'s latency (see the module docstring); call
+    :func:`warm_up` first."""
     repeats = max(1, repeats)
-    min_samples = min(min_samples, repeats)
+    min_samples = max(1, min(min_samples, repeats))
     if device.type == "cuda":
-        return _time_cuda(fn, device, repeats, min_time, min_samples)
+        with device_context(device):
+            return _time_cuda(fn, device, repeats, min_time, min_samples, max_time)
     samples: list[float] = []
     spent = 0.0
-    while len(samples) < repeats and (spent < min_time or len(samples) < min_samples):
+    while not _enough(len(samples), spent, repeats, min_time, min_samples, max_time):
         t0 = time.perf_counter_ns()
         fn()
         dt = time.perf_counter_ns() - t0
@@ -91,22 +127,28 @@ def time_pass(
     return summarize(samples, timer_mode(device))
 
 
-def _time_cuda(fn: Callable[[], object], device: torch.device, repeats: int, min_time: float, min_samples: int) -> Timing:
+def _time_cuda(fn: Callable[[], object], device: torch.device, repeats: int, min_time: float, min_samples: int, max_time: float) -> Timing:
     torch.cuda.synchronize(device)
+    stream = torch.cuda.current_stream(device)
     pairs: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
     wall0 = time.perf_counter()
-    while len(pairs) < repeats:
+    spent = 0.0
+    while True:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        start.record(stream)
         fn()
-        end.record()
+        end.record(stream)
         pairs.append((start, end))
-        if len(pairs) >= min_samples and len(pairs) % 4 == 0:
+        n = len(pairs)
+        if n >= repeats:
+            break
+        if n >= min_samples and n % 4 == 0 or time.perf_counter() - wall0 > max_time:
             # the host runs ahead of the GPU: check the budget on finished events only
             end.synchronize()
-            if sum(s.elapsed_time(e) for s, e in pairs) / 1e3 >= min_time:
+            spent = sum(s.elapsed_time(e) for s, e in pairs) / 1e3
+            if _enough(n, spent, repeats, min_time, min_samples, max_time):
                 break
-        if time.perf_counter() - wall0 > 60 * max(min_time, 1.0):  # safety net for stalls
+        if time.perf_counter() - wall0 > 10 * max(max_time, 1.0):  # safety net for stalls
             break
     torch.cuda.synchronize(device)
     return summarize([s.elapsed_time(e) for s, e in pairs], timer_mode(device))

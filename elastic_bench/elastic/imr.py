@@ -10,7 +10,15 @@ independent of M (Product-Key Memory, Lample et al. 2019)::
     P⁰_j   = E_j + g_j · V[slot_j],   g = k · softmax(scores)                 V ∈ R^{M × d}
 
 E (k×d) is a learned per-dispatcher embedding (it is the whole of P⁰ when M = 0), and
-g carries the gradient back to the keys.  When t ≥ k the product-key top-k equals the
+g carries the gradient back to the keys.
+
+Routing runs in float32 whatever the input dtype or autocast, as MoE routers do: the
+query (pooling, LayerNorm, W_q), the sub-key scores, the top-k and the gate g are computed
+in float32 (float64 when the inputs are float64) from the possibly 16-bit parameters and
+inputs; only g·V and the sum with E return to the module's dtype.  In bf16 the scores'
+rounding (about 4e-3 relative) exceeds the gaps between neighbouring candidates near the
+k-th best of 64k slots, so 16-bit routing picks other slots than the same model in
+float64 does (about a third of them at the default 64k slots).  When t ≥ k the product-key top-k equals the
 brute-force top-k over all n² slots (the best k sums lie within each half's best k).
 Cost per user O(n·d_q + t² + k·d): flat in M, while parameters grow as M·d.
 """
@@ -20,6 +28,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import kernels
@@ -99,16 +108,29 @@ class ProductKeyMemory(nn.Module):
         self.backend_detail, self.kernel_reason = "torch:topk", ""  # which retrieval ran last (kernels.decide)
 
     def query_vector(self, e: Tensor, mask: Tensor) -> Tensor:
-        return self.query(self.query_ln(pool_items(e, mask, self.query_pool)))
+        """``q = W_q · LN(pool(e)) [B, d_q]`` in the routing dtype (:func:`route_dtype`), autocast off."""
+        dt = route_dtype(e.dtype)
+        ln, lin = self.query_ln, self.query
+        with _no_autocast(e.device):
+            h = pool_items(e.to(dt), mask, self.query_pool)
+            h = F.layer_norm(h, ln.normalized_shape, _cast(ln.weight, dt), _cast(ln.bias, dt), ln.eps)
+            return F.linear(h, lin.weight.to(dt), _cast(lin.bias, dt))
 
     def retrieve(self, q: Tensor) -> tuple[Tensor, Tensor]:
-        """Product-key top-k: ``(scores [B,k], slot indices [B,k])``, best first."""
-        dec = kernels.decide("product-keys", [q, self.keys1, self.keys2], experts=self.topk, side=self.n)
+        """Product-key top-k: ``(scores [B,k], slot indices [B,k])``, best first, in the routing
+        dtype (the sub-keys are cast to it, autocast is off)."""
+        dt = route_dtype(q.dtype)
+        q, keys1, keys2 = q.to(dt), self.keys1.to(dt), self.keys2.to(dt)
+        dec = kernels.decide("product-keys", [q, keys1, keys2], experts=self.topk, side=self.n)
         self.backend_detail, self.kernel_reason = ("triton:product-keys" if dec.use_triton else "torch:topk"), dec.reason
-        if dec.use_triton:  # indices from one kernel; scores re-computed differentiably from them
-            return kernels.load("product_keys").product_key_retrieve(q, self.keys1, self.keys2, self.topk, self.experts)
-        s1 = q[:, : self.half] @ self.keys1.t()
-        s2 = q[:, self.half :] @ self.keys2.t()
+        with _no_autocast(q.device):
+            if dec.use_triton:  # indices from one kernel; scores re-computed differentiably from them
+                return kernels.load("product_keys").product_key_retrieve(q, keys1, keys2, self.topk, self.experts)
+            return self._retrieve_torch(q, keys1, keys2)
+
+    def _retrieve_torch(self, q: Tensor, keys1: Tensor, keys2: Tensor) -> tuple[Tensor, Tensor]:
+        s1 = q[:, : self.half] @ keys1.t()
+        s2 = q[:, self.half :] @ keys2.t()
         v1, i1 = s1.topk(self.topk, dim=-1)
         v2, i2 = s2.topk(self.topk, dim=-1)
         cand = (v1[:, :, None] + v2[:, None, :]).flatten(1)  # [B, t*t]
@@ -118,16 +140,33 @@ class ProductKeyMemory(nn.Module):
 
     def forward(self, e: Tensor, mask: Tensor) -> Tensor:
         scores, idx = self.retrieve(self.query_vector(e, mask))
-        g = torch.softmax(scores, dim=-1) * self.experts
-        return self.slot_emb.unsqueeze(0) + g.unsqueeze(-1) * self.values(idx)
+        with _no_autocast(e.device):
+            g = torch.softmax(scores, dim=-1) * self.experts
+        v = self.values(idx)
+        return self.slot_emb.unsqueeze(0) + g.to(v.dtype).unsqueeze(-1) * v
 
     def reference(self, e: Tensor, mask: Tensor) -> Tensor:
-        """Brute force over all n² slots (the oracle of :meth:`forward`)."""
+        """Brute force over all n² slots (the oracle of :meth:`forward`), routed in the same dtype."""
         q = self.query_vector(e, mask)
-        full = (q[:, : self.half] @ self.keys1.t())[:, :, None] + (q[:, self.half :] @ self.keys2.t())[:, None, :]
+        keys1, keys2 = self.keys1.to(q.dtype), self.keys2.to(q.dtype)
+        full = (q[:, : self.half] @ keys1.t())[:, :, None] + (q[:, self.half :] @ keys2.t())[:, None, :]
         scores, idx = full.flatten(1).topk(self.experts, dim=-1)
         g = torch.softmax(scores, dim=-1) * self.experts
-        return self.slot_emb.unsqueeze(0) + g.unsqueeze(-1) * self.values.weight[idx]
+        v = self.values.weight[idx]
+        return self.slot_emb.unsqueeze(0) + g.to(v.dtype).unsqueeze(-1) * v
+
+
+def route_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype IMR routes in: float32 for 16-bit and float32 inputs, float64 for float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if t is None else t.to(dtype)
+
+
+def _no_autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def dispatcher_source(
