@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from elastic_bench.attention import Backend, Capabilities, QKVAttention, masked_softmax_reference
+from elastic_bench.attention_flops import real_lengths, softmax_attention_flops
 
 
 def blocked_pairs(mask: Tensor, n: int, causal: bool) -> Tensor:
@@ -54,3 +55,9 @@ class SoftmaxBackend(Backend):
     summary = "eager softmax attention (SASRec's standard attention), O(N^2) memory"
     capabilities = Capabilities()
     module = SoftmaxAttention
+
+    @classmethod
+    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int:
+        """The eager path computes all B·N² scores (padding and a causal mask's upper half
+        included, masked afterwards): 4·B·H·N²·d_h.  Visible to the FLOP counter; for checks."""
+        return softmax_attention_flops(real_lengths(batch, seq_len, None), heads, d_model // heads, causal=False)
