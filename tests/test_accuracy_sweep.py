@@ -8,10 +8,13 @@ import pandas as pd
 from typer.testing import CliRunner
 
 import cli
+from elastic_bench import registry
 from elastic_bench.bench.accuracy import run_accuracy_sweep
 from elastic_bench.bench.accuracy_plots import plot_accuracy, seed_summary
 from elastic_bench.bench.accuracy_spec import accuracy_spec
 from elastic_bench.bench.store import COLUMNS, load_results
+from elastic_bench.train.config import TrainConfig
+from elastic_bench.train.rows import base_row
 
 DATA = "synthetic:n_users=120,n_items=60,lengths=uniform:8..16,seed=3"
 runner = CliRunner()
@@ -71,6 +74,25 @@ def test_train_command_writes_row_and_json(tmp_path):
     assert len(df) == 1 and df.iloc[0]["task"] == "accuracy" and df.iloc[0]["status"] == "ok"
     js = list(tmp_path.glob("train-*.json"))
     assert len(js) == 1 and json.loads(js[0].read_text())["test_hr@10"] >= 0
+
+
+def test_a_row_records_the_backends_default_options_and_keeps_its_hash(tmp_path):
+    # `train --model elastic` names no option: its row still says which experts and memory ran
+    declared = registry.get("elastic").capabilities.options
+    cfg = TrainConfig(model="elastic", data=DATA)
+    row = base_row(cfg, "run")
+    assert (row["experts"], row["memory_size"]) == (declared["experts"], declared["memory_size"])
+    assert row["options"] == ";".join(f"{k}={v}" for k, v in sorted(declared.items()))
+    # the defaults go into the columns, not the hash: committed results keep resuming
+    assert row["config_hash"] == cfg.config_hash() == "c2ba264bfc0597bb"
+    # a sweep's cell names every option already: its row reads as before
+    swept = cfg.with_options(**{**declared, "experts": 4})
+    assert base_row(swept, "run")["options"] == ";".join(f"{k}={v}" for k, v in swept.options) and base_row(swept, "run")["experts"] == 4
+    out = tmp_path / "train.csv"
+    res = runner.invoke(cli.app, ["train", "--model", "elastic", "--data", DATA, "--epochs", "1", "--d-model", "16", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    r = load_results(out).iloc[0]
+    assert (int(r["experts"]), int(r["memory_size"])) == (declared["experts"], declared["memory_size"])
 
 
 def test_bad_input_exits_2(tmp_path):

@@ -5,6 +5,12 @@ resumption keyed by ``config_hash``), the same option-axis rule (``--experts``,
 ``--memory-size``, ``--topk`` are crossed only with the backends that declare them), and
 every failure is a row (``oom``, ``skipped:<reason>``, ``error:<type>``).
 
+On the CPU every cell trains in a fresh process of its own
+(:func:`~elastic_bench.train.isolated.train_isolated`), so that its peak memory is its own
+(``mem_method = cpu-rss-subprocess``), not the high-water mark of the cells before it;
+``isolate=False`` trains in this process (``cpu-vmhwm-reset``: the peak during the run,
+counting whatever earlier cells left resident).
+
 Example::
 
     elastic-bench sweep --task accuracy --models softmax,elastic --seeds 0,1,2 \\
@@ -30,6 +36,7 @@ from ..data.resolve import load_dataset
 from ..environment import resolve_device
 from ..launch import is_remote
 from ..train.config import TrainConfig
+from ..train.isolated import train_isolated
 from ..train.rows import accuracy_row, base_row
 from ..train.trainer import train
 from .cells import backend_info, option_combos
@@ -50,6 +57,7 @@ class AccuracySpec:
     resume: bool = True
     dry_run: bool = False
     plot: bool = True
+    isolate: bool = True  # CPU: each cell in a fresh process (its own peak RSS)
 
 
 @dataclass
@@ -203,7 +211,8 @@ def _run_cell(cfg: TrainConfig, spec: AccuracySpec, datasets: dict[str, Any], ru
     try:
         if cfg.data not in datasets:
             datasets[cfg.data] = load_dataset(cfg.data, spec.data_dir)
-        return accuracy_row(train(cfg, datasets[cfg.data]), run_id)
+        run = train_isolated if device.type == "cpu" and spec.isolate else train
+        return accuracy_row(run(cfg, datasets[cfg.data]), run_id)
     except Exception as exc:  # noqa: BLE001 - every failure is a row
         status = "oom" if is_oom(exc) else f"error:{type(exc).__name__}"
         exc.__traceback__ = None

@@ -35,10 +35,10 @@ def efficiency_task(payload: tuple[Any, Any, str]) -> dict[str, Any]:
         torch.set_num_threads(spec.threads)
     env = environment(spec.device_type)
     if cell.device_name and env["device_name"] and cell.device_name != env["device_name"]:
-        from .sweep import _base_row
+        from .sweep import base_row
 
         why = f"skipped:device mismatch (cell planned for {cell.device_name}, worker on {os.uname().nodename} has {env['device_name']})"
-        return {**_base_row(cell, run_id, env, None), "status": why}
+        return {**base_row(cell, run_id, env, None), "status": why}
     key = dataclasses.replace(spec, out="", notes=())
     engine = _ENGINES.get(key)
     if engine is None:

@@ -1,18 +1,41 @@
-"""A training result as one results-store row (the sweep's schema, ``task=accuracy``)."""
+"""A training result as one results-store row (the sweep's schema, ``task=accuracy``).
+
+A row records every backend option that shaped the run, the backend's declared defaults
+included (:func:`resolved_options`), in ``options`` and in the ``experts`` / ``memory_size`` /
+``topk`` columns, whether the user named them or not.  ``config_hash`` stays the config's own
+(:meth:`TrainConfig.config_hash`, which hashes only the options the config names), so rows of
+committed results keep resuming.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import registry
 from ..environment import environment, resolve_device
 from .config import TrainConfig
 from .trainer import TrainResult
 
 
+def resolved_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The backend's declared default options overridden by ``cfg.options``, sorted by name
+    (``cfg.options`` alone where the backend is unknown or refuses them: that row is a failure)."""
+    try:
+        opts = registry.get(cfg.model).resolve_options(dict(cfg.options))
+    except (KeyError, ValueError):
+        opts = dict(cfg.options)
+    return {k: _freeze(opts[k]) for k in sorted(opts)}
+
+
+def _freeze(v: Any) -> Any:
+    """Lists as tuples, as a sweep's cells hold them, so that both write the same text."""
+    return tuple(_freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
 def base_row(cfg: TrainConfig, run_id: str) -> dict[str, Any]:
     """The fields every accuracy row has, whatever its outcome."""
-    opts = dict(cfg.options)
+    opts = resolved_options(cfg)
     device = resolve_device(cfg.device)
     return {
         "run_id": run_id,
@@ -21,7 +44,7 @@ def base_row(cfg: TrainConfig, run_id: str) -> dict[str, Any]:
         "task": "accuracy",
         "level": "model",
         "model": cfg.model,
-        "options": ";".join(f"{k}={v}" for k, v in cfg.options),
+        "options": ";".join(f"{k}={v}" for k, v in opts.items()),
         "pass": "train",
         "seq_len": cfg.max_len,
         "d_model": cfg.d_model,

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import resource
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluate import Protocol, evaluate
+from .rss import RssMeter, maxrss_mb
 
 
 @dataclass
@@ -81,11 +80,12 @@ class TrainResult:
         }
 
 
-def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+def peak_memory(device: torch.device, meter: RssMeter | None) -> tuple[float, str]:
+    """``(peak_mb, mem_method)`` of the run: CUDA's allocator peak (reset when the run
+    started), or on the CPU the process's resident peak since ``meter`` started (see :mod:`.rss`)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB (macOS: bytes)
-    return (kb / 2**20 if sys.platform == "darwin" else kb / 1024), "peak_rss_process"
+    return meter.read() if meter is not None else (maxrss_mb(), "cpu-maxrss-cumulative")
 
 
 def resolve_objective(cfg: TrainConfig, causal: bool) -> str:
@@ -166,6 +166,7 @@ def train(
     """Train ``cfg.model`` on ``dataset``; ``progress`` is called after every step and evaluation."""
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
+    meter = RssMeter() if device.type != "cuda" else None  # the run's own resident peak, not the process's
     distributed.init_from_env(device.type)
     rank, world, local_rank = distributed.dist_info()
     if world > 1 and device.type == "cuda":
@@ -306,7 +307,7 @@ def train(
         if cfg.max_minutes and distributed.broadcast_flag(time.perf_counter() - t_start > cfg.max_minutes * 60):
             stopped = f"time budget ({cfg.max_minutes:g} min)"
             break
-    peak, method = peak_memory_mb(device)
+    peak, method = peak_memory(device, meter)
     train_s = state["train_s"]
     if world > 1:  # the largest peak of any rank; the slowest rank's training time (tokens are the global batches')
         peak = distributed.all_reduce_max(torch.tensor([peak], dtype=torch.float64)).item()
