@@ -82,18 +82,25 @@ def list_(what: str = typer.Argument("all", help="models | presets | datasets | 
 
 SWEEP_HELP = """Efficiency sweep: time and measure memory of every (model x option x pass x dtype x seq len) cell.
 
+Passes: infer is the throughput regime (every position in every layer at the tokens-per-batch
+budget, then the last position kept).  serve and serve_step are the serving regime (model level,
+batch 1 unless --batch): serve computes the last position with the last layer's one query;
+serve_step appends one item to a per-user state built untimed from a --seq-len history (KV cache,
+running state or recompute: backend_detail says which) and records state_bytes_per_user.
+
 Integer axes take 256 | 1k | 256,1k,4k | 256..8192 (powers of two) | 256..8192:x4 | 256..2048:+256
 (k = 1024, m = 1024²).  ELASTIC-only axes (--experts, --memory-size, --topk, --option) are crossed
 only with the backends that declare that option.  The expanded grid is printed first; --dry-run
 stops there.  Rows are appended (fsync'ed) to --out; a rerun skips the cells already there.
 
-Defaults on CPU: models = the registered ones of softmax, sdpa, linear, elastic, elastic-causal;
+Defaults on CPU: models = the registered ones of softmax, sdpa, linear, elastic, elastic-causal, no-mixing (the floor);
 seq-len 256..8192, tokens-per-batch 4k (batch = 4096 // seq_len, at least 1), dtype fp32,
-pass infer, repeats 5, min-time 0.2 s per cell, warmup 0 (the untimed FLOP-counting call
-warms up), threads 1 (stable timings on a busy machine; --threads 0 = torch's default) —
-61 s on a quiet 2-core AMD EPYC (2026-11-27), about 1.5 min on a busy one.
+pass infer, repeats 200 (the cap), min-time 1.0 s of samples and at least 10 of them, max-time 5.0 s
+(a slower cell stops with 3 samples), warmup 0 calls after the untimed FLOP-counting one and at least
+0.5 s, process-repeats 3 (cells at the longest seq-len: 3 interleaved rounds, each in a fresh
+process), threads 1 (stable timings on a busy machine; --threads 0 = torch's default).
 Defaults on GPU: every registered backend (unusable ones recorded as skipped), tokens-per-batch
-64k, dtype bf16, pass infer,train_step, repeats 50, min-time 0.5 s, warmup 3.
+64k, dtype bf16, pass infer,train_step, repeats 1000, min-time 1.0 s, max-time 30 s, warmup 3.
 Common: level model, causal auto (each backend in every causality it supports: causal and
 non-causal softmax/sdpa/linear, non-causal elastic, causal elastic-causal; reports compare only
 rows of the same causality), d-model 64, heads 2, layers 2, n-items 3706, objective auto (all + last
@@ -116,7 +123,9 @@ def sweep(
     heads: Optional[str] = typer.Option(None, "--heads", help="attention heads"),
     layers: Optional[str] = typer.Option(None, "--layers", help="blocks"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32 | fp16 | bf16 | fp64 (comma list)"),
-    pass_: Optional[str] = typer.Option(None, "--pass", help="infer, fwd, fwd_bwd, train_step (comma list)"),
+    pass_: Optional[str] = typer.Option(
+        None, "--pass", help="infer (throughput: all positions), fwd, fwd_bwd, train_step, serve (last query only), serve_step (one appended item) (comma list)"
+    ),
     level: Optional[str] = typer.Option(None, "--level", help="model (whole recommender) | op (attention module)"),
     objective: Optional[str] = typer.Option(None, "--objective", help="auto | all | last (backward passes)"),
     causal: Optional[str] = typer.Option(None, "--causal", help="auto (every causality a backend supports) | yes | no"),

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from elastic_bench.attention import Backend, Capabilities, QKVAttention, masked_softmax_reference
+from elastic_bench.attention import Backend, Capabilities, QKVAttention, masked_softmax_reference, sdpa_last_query
 from elastic_bench.attention_flops import real_lengths, softmax_attention_flops
 
 
@@ -87,6 +87,14 @@ class FlashAttnAttention(QKVAttention):
 
     def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         return masked_softmax_reference(q, k, v, mask, self.causal)
+
+    kv_cache = True
+
+    def attend_last(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Serving (``serve``'s last query, ``serve_step``'s KV cache): one query per sequence goes
+        through PyTorch SDPA, not flash_attn (a single-query decode is not what its kernel here is
+        for); ``backend_detail`` says so: ``sdpa-fallback:<the SDPA kernel>``."""
+        return sdpa_last_query(self, q, k, v, mask)
 
 
 class FlashAttnBackend(Backend):

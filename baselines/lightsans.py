@@ -61,6 +61,14 @@ class LightSANsAttention(QKVAttention):
         self.backend_detail = f"lightsans:k={self.interests}"
         return p @ vi
 
+    def attend_last(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Serving: :meth:`attend` with one query (its keys/values summary reads the whole sequence;
+        non-causal, so ``serve_step`` recomputes)."""
+        if mask is None:
+            mask = torch.ones(k.shape[0], k.shape[2], dtype=torch.bool, device=k.device)
+        out = self.attend(q, k, v, mask)
+        return out
+
     def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """One sequence at a time, in model width: exp-normalise over the real items by hand."""
         b, h, n, dh = q.shape

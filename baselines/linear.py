@@ -25,6 +25,8 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -37,6 +39,14 @@ EPS = 1e-6
 def feature_map(x: Tensor) -> Tensor:
     """φ(x) = elu(x) + 1 > 0."""
     return F.elu(x) + 1
+
+
+@dataclass(frozen=True)
+class LinearState:
+    """Causal linear attention's per-user state of one layer: ``s [B, H, d_k, d_v]``, ``z [B, H, d_k]``."""
+
+    s: Tensor
+    z: Tensor
 
 
 class LinearAttention(QKVAttention):
@@ -76,6 +86,32 @@ class LinearAttention(QKVAttention):
             state = state + kc.transpose(-1, -2) @ vc
             norm = norm + kc.sum(-2).unsqueeze(-1)
         return torch.cat(outs, dim=2)
+
+    # ---- serving: at the last position causal and non-causal agree (every key is at or before it)
+
+    def attend_last(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        fk = feature_map(k) if mask is None else feature_map(k) * mask[:, None, :, None].to(k.dtype)
+        fq = feature_map(q)
+        self.backend_detail = "linear:global"
+        return (fq @ (fk.transpose(-1, -2) @ v)) / (fq @ fk.sum(-2).unsqueeze(-1) + EPS)
+
+    def init_state(self, x: Tensor, mask: Tensor, kv: Tensor | None = None) -> LinearState | None:
+        """Causal only: the running sums ``S = Σ φ(k_j) v_jᵀ [B, H, d_k, d_v]`` and ``z = Σ φ(k_j) [B, H, d_k]``."""
+        if not self.causal:
+            return None
+        src = x if kv is None else kv
+        fk = feature_map(self.split_heads(self.k_proj(src))) * mask[:, None, :, None].to(x.dtype)
+        return LinearState(fk.transpose(-1, -2) @ self.split_heads(self.v_proj(src)), fk.sum(-2))
+
+    def step(self, state: LinearState, x_new: Tensor, mask: Tensor | None, kv_new: Tensor | None = None) -> tuple[Tensor, LinearState]:
+        """One appended position: ``S += φ(k)vᵀ``, ``z += φ(k)``, then ``φ(q)S / (φ(q)·z + eps)``: O(d_h²) per head, flat in N."""
+        src = x_new if kv_new is None else kv_new
+        fk = feature_map(self.split_heads(self.k_proj(src)))  # [B, H, 1, d_k]
+        new = LinearState(state.s + fk.transpose(-1, -2) @ self.split_heads(self.v_proj(src)), state.z + fk[:, :, 0])
+        fq = feature_map(self.split_heads(self.q_proj(x_new)))
+        out = (fq @ new.s) / (fq @ new.z.unsqueeze(-1) + EPS)
+        self.backend_detail = "running-state:linear"
+        return self.out_proj(self.merge_heads(out)), new
 
     def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """Explicit O(N²) form: A_ij = φ(q_i)·φ(k_j) on allowed (real, and j ≤ i if causal) pairs."""

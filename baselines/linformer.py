@@ -73,6 +73,14 @@ class LinformerAttention(QKVAttention):
         self.backend_detail = f"linformer:r={self.proj_len}"
         return p @ vp
 
+    def attend_last(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Serving: :meth:`attend` with one query (its keys/values summary reads the whole sequence;
+        non-causal, so ``serve_step`` recomputes)."""
+        if mask is None:
+            mask = torch.ones(k.shape[0], k.shape[2], dtype=torch.bool, device=k.device)
+        out = self.attend(q, k, v, mask)
+        return out
+
     def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """One sequence at a time: slice the real tokens into segments, average, mix, attend."""
         r = self.proj_len

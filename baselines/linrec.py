@@ -52,6 +52,14 @@ class LinRecAttention(QKVAttention):
         self.backend_detail = "linrec"
         return F.dropout(out, self.dropout_p, self.training)
 
+    def attend_last(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Serving: :meth:`attend` with one query (its keys/values summary reads the whole sequence;
+        non-causal, so ``serve_step`` recomputes)."""
+        if mask is None:
+            mask = torch.ones(k.shape[0], k.shape[2], dtype=torch.bool, device=k.device)
+        out = self.attend(q, k, v, mask)
+        return out
+
     def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """One sequence at a time over its real tokens, with the explicit N×L attention matrix."""
         out = torch.zeros_like(q)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from elastic_bench.attention import ALL_DTYPES, Backend, Capabilities, QKVAttention, masked_softmax_reference
+from elastic_bench.attention import ALL_DTYPES, Backend, Capabilities, QKVAttention, key_mask_or_all, masked_softmax_reference
 from elastic_bench.attention_flops import real_lengths, softmax_attention_flops
 
 KERNEL_NAMES: dict[int, str] = {
@@ -140,6 +140,21 @@ class SDPAAttention(QKVAttention):
 
     def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         return masked_softmax_reference(q, k, v, mask, self.causal)
+
+    kv_cache = True
+
+    def attend_last(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Serving: one query over every key (no causal mask: every key is at or before it); key
+        padding as a boolean ``[B, 1, 1, n]`` mask, none when ``mask`` is None.  The kernel is the
+        module's (pinned, or PyTorch's choice, recorded)."""
+        attn_mask = None if mask is None else key_mask_or_all(mask)[:, None, None, :]
+        if self.kernel is None:
+            self.backend_detail = chosen_kernel(q, k, v, attn_mask, 0.0, False)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        with sdpa_kernel(self.kernel):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        self.backend_detail = f"{q.device.type}:{KERNEL_NAMES[int(self.kernel)]}"
+        return out
 
 
 class SDPAFlashAttention(SDPAAttention):

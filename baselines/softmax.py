@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from elastic_bench.attention import Backend, Capabilities, QKVAttention, masked_softmax_reference
+from elastic_bench.attention import Backend, Capabilities, QKVAttention, key_mask_or_all, masked_softmax_reference
 from elastic_bench.attention_flops import real_lengths, softmax_attention_flops
 
 
@@ -48,6 +48,17 @@ class SoftmaxAttention(QKVAttention):
 
     def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         return masked_softmax_reference(q, k, v, mask, self.causal)
+
+    kv_cache = True
+
+    def attend_last(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Serving: one query over every key, eagerly (``[B, H, 1, n]`` scores); a row without a
+        real key reads them all (finite, unspecified)."""
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        if mask is not None:
+            s.masked_fill_(~key_mask_or_all(mask)[:, None, None, :], float("-inf"))
+        self.backend_detail = "eager"
+        return torch.softmax(s, dim=-1) @ v
 
 
 class SoftmaxBackend(Backend):

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from elastic_bench.attention import Backend, Capabilities, QKVAttention, masked_softmax_reference
+from elastic_bench.attention import Backend, Capabilities, QKVAttention, masked_softmax_reference, sdpa_last_query
 from elastic_bench.attention_flops import real_lengths, softmax_attention_flops
 
 _op_cache: dict[tuple, str] = {}
@@ -120,6 +120,14 @@ class XFormersAttention(QKVAttention):
 
     def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         return masked_softmax_reference(q, k, v, mask, self.causal)
+
+    kv_cache = True
+
+    def attend_last(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Serving (``serve``'s last query, ``serve_step``'s KV cache): one query per sequence goes
+        through PyTorch SDPA, not xformers (a single-query decode is not what its kernel here is
+        for); ``backend_detail`` says so: ``sdpa-fallback:<the SDPA kernel>``."""
+        return sdpa_last_query(self, q, k, v, mask)
 
 
 class XFormersBackend(Backend):

@@ -119,6 +119,80 @@ class Attention(nn.Module):
             return prepared[2]
         return self.mask_plan(mask)
 
+    # ---- serving (README "Serving"): the last position only, and one appended interaction
+
+    def forward_last(self, x: Tensor, mask: Tensor, kv: Tensor | None = None) -> Tensor:
+        """``[B, 1, D]``: the output at the last index only (what a server needs from the last layer).
+
+        Generic fallback, so that any third-party backend serves: the full forward, then its last
+        position (``backend_detail`` gains the prefix ``full-then-last:``).  A backend whose
+        mathematics lets one query be computed alone overrides it."""
+        y = self(x, mask, kv=kv) if kv is not None and self.accepts_kv_input else self(x, mask)
+        self.backend_detail = serving_path("full-then-last:", self.backend_detail)
+        return y[:, -1:]
+
+    def init_state(self, x: Tensor, mask: Tensor, kv: Tensor | None = None) -> Any | None:
+        """The per-user state from which :meth:`step` appends one position, built from the whole
+        history's block input ``x [B, N, D]`` (``kv``: the keys/values input of a ``sasrec`` block).
+        ``None`` (the default): no incremental path; the recommender then recomputes the history.
+        Only a causal module may return a state (a non-causal output changes with every new item)."""
+        return None
+
+    def step(self, state: Any, x_new: Tensor, mask: Tensor | None, kv_new: Tensor | None = None) -> tuple[Tensor, Any]:
+        """``(y [B, 1, D], new state)``: the output of one appended (real) position ``x_new [B, 1, D]``.
+        ``mask [B, n + 1]``: which of the state's keys are real, the new one included (None: all).
+        Must not modify what ``state`` reads, except storage past its length (a KV cache's spare
+        columns), so that the same step repeated from the same state gives the same result."""
+        raise NotImplementedError(f"{type(self).__name__} has no incremental step")
+
+    def state_tensors(self, state: Any) -> list[Tensor]:
+        """The tensors of ``state`` that hold per-user data, cut to their used length (for the
+        state's size in bytes).  Default: every tensor in ``state`` (a tensor, tuple, list or dict)."""
+        return list(tensors_in(state))
+
+
+def tensors_in(obj: Any):
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from tensors_in(v)
+    elif isinstance(obj, (tuple, list)):
+        for v in obj:
+            yield from tensors_in(v)
+    elif hasattr(obj, "__dataclass_fields__"):
+        for name in obj.__dataclass_fields__:
+            yield from tensors_in(getattr(obj, name))
+
+
+SERVING_PREFIXES = ("full-then-last:", "last-query:", "kv-cache:")
+
+
+def serving_path(prefix: str, detail: str) -> str:
+    """``prefix + detail`` with any serving prefix already on ``detail`` removed first (a module whose
+    forward does not reset ``backend_detail`` on every call must not grow it call after call)."""
+    detail = str(detail)
+    while detail.startswith(SERVING_PREFIXES):
+        detail = detail.split(":", 1)[1]
+    return prefix + detail
+
+
+def key_mask_or_all(mask: Tensor) -> Tensor:
+    """``mask`` with every key allowed in rows that have no real key (their output is unspecified,
+    but must stay finite: the recommender multiplies it by 0)."""
+    return mask | ~mask.any(dim=1, keepdim=True)
+
+
+def sdpa_last_query(module: "Attention", q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """One query per sequence over ``k, v`` through ``F.scaled_dot_product_attention`` (the serving
+    fallback of backends whose own kernel has no one-query path here); sets ``module.backend_detail``
+    to ``sdpa-fallback:<device>``."""
+    import torch.nn.functional as F
+
+    attn_mask = None if mask is None else key_mask_or_all(mask)[:, None, None, :]
+    module.backend_detail = f"sdpa-fallback:{q.device.type}"
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
 
 def prepare_masks(model: nn.Module, mask: Tensor | None) -> int:
     """:meth:`Attention.prepare` on every attention module inside ``model`` (all of them see the
@@ -170,6 +244,90 @@ class QKVAttention(Attention):
         """The naive oracle: same parameters, plain PyTorch, no dropout."""
         q, k, v = self.project(x)
         return self.out_proj(self.merge_heads(self.attend_reference(q, k, v, mask)))
+
+    # ---- serving: one query, and (opt-in) a KV cache
+
+    kv_cache: ClassVar[bool] = False  # exact softmax attention: a causal module's state is its keys and values
+
+    def attend_last(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor | None:
+        """One query per sequence ``q [B, H, 1, d_h]`` over the keys ``k, v [B, H, n, d_h]`` (all of
+        them are at or before the query, so causality changes nothing); ``mask [B, n]`` (None: all
+        real).  ``None`` (the default): not implemented, :meth:`forward_last` falls back to the full
+        forward."""
+        return None
+
+    def forward_last(self, x: Tensor, mask: Tensor, kv: Tensor | None = None) -> Tensor:
+        """The last position's query only, over every key: O(N·d) instead of the full forward."""
+        if type(self).attend_last is QKVAttention.attend_last:
+            return super().forward_last(x, mask, kv)
+        src = x if kv is None else kv
+        q = self.split_heads(self.q_proj(x[:, -1:]))
+        k, v = self.split_heads(self.k_proj(src)), self.split_heads(self.v_proj(src))
+        out = self.attend_last(q, k, v, mask if self.plan_for(mask) else None)
+        self.backend_detail = serving_path("last-query:", self.backend_detail)
+        return self.out_proj(self.merge_heads(out))
+
+    def init_state(self, x: Tensor, mask: Tensor, kv: Tensor | None = None) -> Any | None:
+        """A causal exact attention's state: its keys and values (:class:`KVCache`)."""
+        if not (self.kv_cache and self.causal) or type(self).attend_last is QKVAttention.attend_last:
+            return None
+        src = x if kv is None else kv
+        return KVCache.build(self.split_heads(self.k_proj(src)), self.split_heads(self.v_proj(src)))
+
+    def step(self, state: Any, x_new: Tensor, mask: Tensor | None, kv_new: Tensor | None = None) -> tuple[Tensor, Any]:
+        if not isinstance(state, KVCache):
+            return super().step(state, x_new, mask, kv_new)
+        src = x_new if kv_new is None else kv_new
+        cache = state.append(self.split_heads(self.k_proj(src)), self.split_heads(self.v_proj(src)))
+        out = self.attend_last(self.split_heads(self.q_proj(x_new)), cache.keys, cache.values, mask)
+        self.backend_detail = serving_path("kv-cache:", self.backend_detail)
+        return self.out_proj(self.merge_heads(out)), cache
+
+    def state_tensors(self, state: Any) -> list[Tensor]:
+        return [state.keys, state.values] if isinstance(state, KVCache) else super().state_tensors(state)
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """Keys and values of one layer, ``[B, H, capacity, d_h]`` buffers of which the first ``n``
+    columns are in use (left-padded history, then the appended items).
+
+    :meth:`append` writes column ``n`` in place and returns a cache of length ``n + 1`` over the
+    same buffers (growing them by doubling when full, O(1) amortised): the cache it was called on
+    still reads its own ``n`` columns, and repeating the append from it rewrites the same column
+    (the benchmark times one append from one state many times).  Two different appends from one
+    cache share that column: the later one wins.
+    """
+
+    k: Tensor
+    v: Tensor
+    n: int
+
+    @staticmethod
+    def build(k: Tensor, v: Tensor, spare: int = 1) -> "KVCache":
+        b, h, n, dh = k.shape
+        kb, vb = k.new_empty(b, h, n + spare, dh), v.new_empty(b, h, n + spare, v.shape[-1])
+        kb[:, :, :n], vb[:, :, :n] = k, v
+        return KVCache(kb, vb, n)
+
+    @property
+    def keys(self) -> Tensor:
+        return self.k[:, :, : self.n]
+
+    @property
+    def values(self) -> Tensor:
+        return self.v[:, :, : self.n]
+
+    def append(self, k_new: Tensor, v_new: Tensor) -> "KVCache":
+        kb, vb = self.k, self.v
+        if self.n >= kb.shape[2]:  # full: a buffer twice as long (the old cache keeps the old one)
+            cap = max(2 * kb.shape[2], self.n + 1)
+            kb2, vb2 = kb.new_empty(*kb.shape[:2], cap, kb.shape[3]), vb.new_empty(*vb.shape[:2], cap, vb.shape[3])
+            kb2[:, :, : self.n], vb2[:, :, : self.n] = self.keys, self.values
+            kb, vb = kb2, vb2
+        kb[:, :, self.n : self.n + 1] = k_new
+        vb[:, :, self.n : self.n + 1] = v_new
+        return KVCache(kb, vb, self.n + 1)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .attention import Attention
@@ -62,11 +63,33 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         q = self.ln1(x)
-        if self.style == "sasrec" and getattr(self.attn, "accepts_kv_input", False):
+        if self._kv():
             a = self.attn(q, mask, kv=x)
         else:
             a = self.attn(q, mask)
         return self.finish(x, a, mask, q)
+
+    def _kv(self) -> bool:
+        return self.style == "sasrec" and getattr(self.attn, "accepts_kv_input", False)
+
+    # ---- serving (README "Serving"): see StackEncoder.forward_last / init_state / step
+
+    def forward_last(self, x: Tensor, mask: Tensor) -> Tensor:
+        """``[B, 1, D]``: this block's output at the last index only (the attention's one query)."""
+        q = self.ln1(x)
+        a = self.attn.forward_last(q, mask, kv=x if self._kv() else None)
+        return self.finish(x[:, -1:], a, mask[:, -1:], q[:, -1:])
+
+    def init_state(self, x: Tensor, mask: Tensor):
+        """The attention's incremental state over this block's input ``x`` (None: it has none)."""
+        q = self.ln1(x)
+        return self.attn.init_state(q, mask, kv=x if self._kv() else None)
+
+    def step(self, state, x_new: Tensor, mask: Tensor | None) -> tuple[Tensor, object]:
+        """``(block output [B, 1, D], new state)`` of one appended real position ``x_new [B, 1, D]``."""
+        q = self.ln1(x_new)
+        a, state = self.attn.step(state, q, mask, kv_new=x_new if self._kv() else None)
+        return self.finish(x_new, a, torch.ones(x_new.shape[:2], dtype=torch.bool, device=x_new.device), q), state
 
     def finish(self, x: Tensor, attn_out: Tensor, mask: Tensor, q: Tensor | None = None) -> Tensor:
         """Everything after the attention: residuals, FFN sub-block, zeroing of padding.
@@ -99,3 +122,35 @@ class StackEncoder(nn.Module):
         for blk in self.blocks:
             h = blk(h, mask)
         return h
+
+    # ---- serving: the recommender's ``serve`` and ``serve_step`` (elastic_bench.serving)
+
+    def forward_last(self, h: Tensor, mask: Tensor, item_emb: Tensor | None = None) -> Tensor:
+        """``[B, 1, D]``: every position in layers 1..L-1, the last query only in layer L."""
+        for blk in self.blocks[:-1]:
+            h = blk(h, mask)
+        return self.blocks[-1].forward_last(h, mask)
+
+    def init_state(self, h: Tensor, mask: Tensor, item_emb: Tensor | None = None) -> list | None:
+        """Per-layer states over the history (built layer by layer from the full forward), or None
+        when some layer's attention has no incremental path (the recommender then recomputes)."""
+        states = []
+        for blk in self.blocks:
+            st = blk.init_state(h, mask)
+            if st is None:
+                return None
+            states.append(st)
+            h = blk(h, mask)
+        return states
+
+    def step(self, states: list, h_new: Tensor, mask: Tensor | None) -> tuple[Tensor, list]:
+        """``(output [B, 1, D], new states)`` of one appended position through every layer."""
+        out = []
+        for blk, st in zip(self.blocks, states):
+            h_new, st = blk.step(st, h_new, mask)
+            out.append(st)
+        return h_new, out
+
+    def state_tensors(self, states: list) -> list[list[Tensor]]:
+        """Per layer: the tensors of its state that hold per-user data (at their used length)."""
+        return [blk.attn.state_tensors(st) for blk, st in zip(self.blocks, states)]

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import registry
+from . import registry, serving
 from .layers import Block, StackEncoder
 
 
@@ -129,8 +129,22 @@ class SeqRecModel(nn.Module):
         return self.final_ln(h)
 
     def user_repr(self, items: Tensor) -> Tensor:
-        """The representation served at inference: the output at the last (most recent) position."""
+        """The representation at the last (most recent) position, from the full forward (every
+        position in every layer: the ``infer`` pass's throughput regime)."""
         return self.forward(items)[:, -1]
+
+    def serve(self, items: Tensor) -> Tensor:
+        """The same representation computed as a server would: the last query only in the last
+        layer (:func:`elastic_bench.serving.serve`)."""
+        return serving.serve(self, items)
+
+    def init_serving(self, items: Tensor) -> serving.ServingState:
+        """The per-user serving state after the history ``items`` (:func:`elastic_bench.serving.init_state`)."""
+        return serving.init_state(self, items)
+
+    def serve_step(self, state: serving.ServingState, new_items: Tensor) -> tuple[Tensor, serving.ServingState]:
+        """Append one item per user and return the new representation (:func:`elastic_bench.serving.step`)."""
+        return serving.step(self, state, new_items)
 
     def output_embeddings(self) -> Tensor:
         """The item embeddings scores are taken against (L2-normalised when ``cfg.l2_norm``)."""

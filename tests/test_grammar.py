@@ -125,8 +125,9 @@ def test_cli_dry_run_prints_grid_and_writes_nothing(tmp_path, monkeypatch):
         monkeypatch,
     )
     assert result.exit_code == 0, result.output
-    # experts x memory-size crossed only with fake-experts: 3 lengths x (1 + 2*2)
-    assert "Grid: 15 cells" in result.output
+    # experts x memory-size crossed only with fake-experts; fake-exact in both causalities (--causal auto):
+    # 3 lengths x (2 + 2*2)
+    assert "Grid: 18 cells" in result.output
     assert not out.exists()
 
 

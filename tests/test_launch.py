@@ -27,7 +27,7 @@ from elastic_bench.launch import Job, get_launcher
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[distributed]')")
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(device="cpu", d_model=16, heads=2, layers=1, n_items=50, repeats=2, min_time=0, warmup=0, plot=False, threads=1, process_repeats=1)
+TINY = dict(device="cpu", d_model=16, heads=2, layers=1, n_items=50, repeats=2, min_time=0, warmup=0, plot=False, threads=1, process_repeats=1, causal="yes")
 # what must agree between launchers: everything but timings, memory readings and provenance
 SAME = ("config_hash", "status", "model", "seq_len", "batch", "options", "params", "flops", "flops_method", "gate_dtype", "backend_detail", "cpu_threads")
 
@@ -53,14 +53,14 @@ def _by_hash(path) -> dict[str, dict[str, str]]:
 
 
 def test_ray_efficiency_sweep_gives_the_local_rows(tmp_path, cluster):
-    grid = dict(seq_len="8,16", tokens_per_batch="32", models="softmax,linear,elastic,elastic-causal", experts="4", memory_size="16")
+    grid = dict(seq_len="8,16", tokens_per_batch="32", models="softmax,linear,elastic,elastic-causal", experts="4", memory_size="16", causal="auto")
     local = load_spec({**TINY, **grid, "out": str(tmp_path / "local.csv")})
     remote = load_spec({**TINY, **grid, "out": str(tmp_path / "ray.csv")})
     run_sweep(local, _quiet(), progress=False)
     with get_launcher("ray", ray_address=cluster) as launcher:
         res = run_sweep(remote, _quiet(), progress=False, launcher=launcher)
     a, b = _by_hash(local.out), _by_hash(remote.out)
-    assert a.keys() == b.keys() and res.ran == len(a) == 8
+    assert a.keys() == b.keys() and res.ran == len(a) == 12  # softmax, linear x 2 causalities, elastic, elastic-causal; 2 lengths
     for h in a:
         assert {k: a[h][k] for k in SAME} == {k: b[h][k] for k in SAME}
         assert a[h]["status"] == "ok" and float(b[h]["latency_ms_p50"]) > 0
@@ -129,7 +129,7 @@ def _cli(*args: str) -> list[str]:
 def test_killed_driver_resumes_with_no_duplicates(tmp_path, cluster):
     out = tmp_path / "kill.csv"
     cmd = _cli(
-        "sweep", "--launcher", "ray", "--ray-address", cluster, "--seq-len", "8,16,32", "--batch", "2", "--models", "softmax,linear,sdpa",
+        "sweep", "--launcher", "ray", "--ray-address", cluster, "--seq-len", "8,16,32", "--batch", "2", "--models", "softmax,linear,sdpa", "--causal", "yes",
         "--d-model", "16", "--layers", "1", "--n-items", "50", "--repeats", "3", "--min-time", "0.4", "--warmup", "0", "--device", "cpu",
         "--no-plot", "--out", str(out),
     )  # fmt: skip

@@ -73,3 +73,23 @@ def test_a_sweep_measures_its_headline_cells_in_fresh_processes(tmp_path):
     assert df.loc[16, "n_repeats"] == 1 and "|" not in df.loc[16, "latency_samples_ms"]
     assert "|" in df.loc[32, "latency_samples_ms"]
     assert len(RepeatLog(spec.out).load()[df.loc[32, "config_hash"]]) == 2
+
+
+def test_a_script_without_a_main_guard_is_not_rerun_by_the_workers(tmp_path):
+    """multiprocessing's spawn re-imports ``__main__``; the repeat workers must not."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    out = tmp_path / "r.csv"
+    script.write_text(
+        "from elastic_bench.bench.spec import load_spec\n"
+        "from elastic_bench.bench.sweep import run_sweep\n"
+        f"print('SCRIPT-RUN', flush=True)\n"
+        f"run_sweep(load_spec({{'models': 'linear', 'seq_len': '16', 'batch': '1', 'n_items': '20', 'causal': 'yes', 'repeats': '3', "
+        f"'min_time': '0', 'process_repeats': '2', 'plot': 'false', 'out': {str(out)!r}}}), progress=False)\n"
+    )
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (res.stdout + res.stderr).count("SCRIPT-RUN") == 1
+    assert load_results(out)["n_repeats"].tolist() == [2]

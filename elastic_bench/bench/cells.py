@@ -31,6 +31,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .spec import SweepSpec
 
 BACKWARD_PASSES = ("fwd_bwd", "train_step")
+# The serving regime (README "Serving"): model level only, serving batch sizes.  Without --batch
+# their cells take SERVE_BATCHES, not the tokens-per-batch budget of the throughput passes.
+SERVING_PASSES = ("serve", "serve_step")
+SERVE_BATCHES = (1,)
 # ``--dropout auto``: backward passes time training as people train, with the dropout of the
 # training presets (TrainConfig's default and sasrec-ml1m's: 0.2); forward passes run without.
 TRAIN_DROPOUT = 0.2
@@ -173,9 +177,13 @@ def cell_dropout(dropout: float | None, pass_: str) -> float:
     return TRAIN_DROPOUT if pass_ in BACKWARD_PASSES else 0.0
 
 
-def batches_for(spec: "SweepSpec", seq_len: int) -> list[int]:
+def batches_for(spec: "SweepSpec", seq_len: int, pass_: str = "") -> list[int]:
+    """``--batch``'s batches; else the serving batches (:data:`SERVE_BATCHES`) for a serving pass,
+    and ``tokens // seq_len`` (at least 1) for the others."""
     if spec.batches:
         return list(spec.batches)
+    if pass_ in SERVING_PASSES:
+        return list(SERVE_BATCHES)
     return list(dict.fromkeys(max(1, t // seq_len) for t in spec.tokens_per_batch))
 
 
@@ -185,9 +193,11 @@ def expand(spec: "SweepSpec", device_name: str = "") -> list[Cell]:
     cells: list[Cell] = []
     dev = spec.device_type
     for level, dtype, pass_ in itertools.product(spec.levels, spec.dtypes, spec.passes):
+        if level == "op" and pass_ in SERVING_PASSES:
+            continue  # a user representation needs the model (the spec notes it)
         for d_model, heads, layers in itertools.product(spec.d_models, spec.heads, spec.layers):
             for seq_len in spec.seq_lens:
-                for batch in batches_for(spec, seq_len):
+                for batch in batches_for(spec, seq_len, pass_):
                     for info in infos:
                         for opts, causal in itertools.product(option_combos(info, spec.option_axes), info.causal_modes(spec.causality)):
                             for objective, loss in objectives_for(pass_, level, causal, spec.objectives):

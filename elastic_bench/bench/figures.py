@@ -44,7 +44,9 @@ from .grammar import GrammarError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "figure_presets"
 PRESET_KEYS = {"name", "description", "data", "data_dir", "train_preset", "train", "seeds", "device", "main", "efficiency",
-               "ablations", "table", "results_dir"}  # fmt: skip
+               "ablations", "table", "results_dir", "serving"}  # fmt: skip
+# serving: {models, seq_len, batch, pass}: serve / serve_step sweeps into main.csv (README "Serving")
+SERVING_KEYS = {"models", "seq_len", "batch", "pass"}
 MAIN_KEYS = {"accuracy_models", "efficiency_models", "seq_len", "option"}
 ABLATION_KEYS = {"axis", "values", "models", "option", "seq_len"}
 
@@ -94,6 +96,9 @@ def load_preset(name_or_path: str, results_root: str | Path = "results") -> Figu
     main = cfg.get("main") or {}
     if set(main) - MAIN_KEYS:
         raise GrammarError(f"--preset: unknown main key(s) {', '.join(sorted(set(main) - MAIN_KEYS))}; accepted: {', '.join(sorted(MAIN_KEYS))}")
+    serving = cfg.get("serving") or {}
+    if not isinstance(serving, dict) or set(serving) - SERVING_KEYS:
+        raise GrammarError(f"--preset: serving is a mapping of {', '.join(sorted(SERVING_KEYS))}")
     for a in cfg.get("ablations") or []:
         if not isinstance(a, dict) or "axis" not in a or "values" not in a or set(a) - ABLATION_KEYS:
             raise GrammarError(f"--preset: each ablation is a mapping with axis and values (and optionally {', '.join(sorted(ABLATION_KEYS - {'axis', 'values'}))})")
@@ -152,6 +157,16 @@ def plan_preset(preset: FigurePreset, dry_run: bool = False) -> tuple[list[tuple
                        "option": opts, "n_items": catalogue_size(a.base.data, cfg.get("data_dir")), "device": cfg.get("device"),
                        "out": str(preset.main_csv), "plot": False, "dry_run": dry_run, **eff_extra})  # fmt: skip
         plan += [("accuracy", a), ("efficiency", e)]
+        sv = cfg.get("serving") or {}
+        if sv:  # the serving regime: same shape, serving batches and lengths, into main.csv
+            s = load_spec({"models": _text(sv.get("models")) or _text(main.get("efficiency_models")), "seq_len": _text(sv.get("seq_len")) or "50..1024",
+                           "batch": _text(sv.get("batch")) or "1", "pass": _text(sv.get("pass")) or "serve,serve_step",
+                           "d_model": str(a.base.d_model), "heads": str(a.base.heads), "layers": str(a.base.layers), "option": opts,
+                           "n_items": e.n_items, "device": cfg.get("device"), "out": str(preset.main_csv), "plot": False, "dry_run": dry_run,
+                           **eff_extra})  # fmt: skip
+            plan.append(("efficiency", s))
+            commands.append(f"elastic-bench sweep --models {','.join(s.models)} --pass {','.join(s.passes)} --seq-len {','.join(map(str, s.seq_lens))} "
+                            f"--batch {','.join(map(str, s.batches))} --d-model {a.base.d_model} --heads {a.base.heads} --layers {a.base.layers} --out {preset.main_csv}")  # fmt: skip
         extra = "".join(f" --option {o}" for o in opts or [])
         commands.append(f"elastic-bench sweep --task accuracy --models {','.join(a.models)} --data {a.base.data} "
                         f"--seeds {','.join(map(str, a.seeds))}{extra} --out {preset.main_csv}  # + the preset's train fields")  # fmt: skip
@@ -208,7 +223,10 @@ def build_figures(preset: FigurePreset, out_dir: Path, console: Console | None =
         df = load_results(preset.main_csv)
         files += plot_claim_check(df, out_dir)
         files += plot_pareto(df, out_dir)
-        files += plot_results(df, baseline="softmax", out_dir=out_dir / "efficiency")
+        files += plot_results(df, baseline="softmax", out_dir=out_dir / "efficiency")  # serving figures included
+        if console and not df["pass"].isin(["serve", "serve_step"]).any():
+            console.print(f"[yellow]note:[/] {preset.main_csv} has no serve/serve_step rows: serving figures skipped "
+                          "(run the preset without --from-csv to measure them)")  # fmt: skip
         files += plot_accuracy(df, out_dir / "accuracy")
         metrics = tuple((cfg.get("table") or {}).get("metrics") or ("hr@10", "ndcg@10", "mrr@10"))
         try:

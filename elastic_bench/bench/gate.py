@@ -217,3 +217,94 @@ def _judge(y: torch.Tensor, ref: torch.Tensor, tol: float, tol_name: str) -> tup
     if err > tol:
         return err, f"gate: relative error {err:.2e} > {tol:.0e} ({tol_name}) vs the reference"
     return None
+
+
+# ----------------------------------------------------------------------------- serving passes
+
+SERVE_GATE_STEPS = 2  # serve_step: appended items checked against a fresh full forward
+SERVE_GATE_ITEMS = 64  # catalogue of the gate's small model
+
+
+def serving_gate_items(n: int, padded: bool, device: torch.device, seed: int, extra: int = 0) -> torch.Tensor:
+    """Left-padded item ids ``[B, n + extra]`` of the serving gate: :func:`gate_lengths` rows (plus,
+    when ``padded``, an all-padding history row), the last ``extra`` columns real (appended items)."""
+    g = torch.Generator().manual_seed(seed)
+    lens = gate_lengths(GATE_BATCH, n, padded) + ([0] if padded else [])
+    mask = torch.arange(n)[None, :] >= (n - torch.tensor(lens))[:, None]
+    hist = torch.randint(1, SERVE_GATE_ITEMS + 1, (len(lens), n), generator=g) * mask
+    new = torch.randint(1, SERVE_GATE_ITEMS + 1, (len(lens), extra), generator=g)
+    return torch.cat([hist, new], 1).to(device)
+
+
+def check_serving(
+    backend_name: str,
+    *,
+    device: torch.device,
+    run_dtype: str,
+    precise: str | None,
+    pass_: str,
+    d_model: int,
+    heads: int,
+    layers: int,
+    causal: bool,
+    options: tuple[tuple[str, Any], ...],
+    seq_len: int,
+    seed: int = 0,
+    padding: str = "full",
+) -> GateResult:
+    """The serving path a ``serve`` / ``serve_step`` cell times, against the full forward.
+
+    A small recommender (the cell's width, heads, layers, causality and options; a
+    :data:`SERVE_GATE_ITEMS`-item catalogue) at ``n = gate_len(seq_len)``: ``serve(items)`` must
+    equal ``model(items)[:, -1]``, and ``serve_step`` after :data:`SERVE_GATE_STEPS` appended items
+    (from the state of the ``n``-item history) must equal the full forward's last position on the
+    longer history.  First in ``precise`` (fp64 where the backend runs it), then in the run dtype
+    against the float64 full forward of the same rounded weights (the mechanism's full forward is
+    checked against its naive oracle by :func:`check_backend`).  ``padding="random"`` gates
+    left-padded rows and an all-padding history row; ``"full"`` the unpadded path."""
+    from ..recommender import ModelConfig, SeqRecModel
+
+    padded = padding != "full"
+    n = gate_len(seq_len)
+    steps = SERVE_GATE_STEPS if pass_ == "serve_step" else 0
+    items = serving_gate_items(n, padded, device, seed, steps)
+    cfg = ModelConfig.make(backend_name, SERVE_GATE_ITEMS, n + steps, options=dict(options), d_model=d_model, heads=heads, layers=layers,
+                           dropout=0.0, causal=causal)  # fmt: skip
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = SeqRecModel(cfg).to(device).eval()
+
+    def served(m: torch.nn.Module) -> tuple[torch.Tensor, str]:
+        with torch.inference_mode():
+            if not steps:
+                y = m.serve(items)
+                return y, str(m.backend_detail)
+            state = m.init_serving(items[:, :n])
+            for i in range(steps):
+                y, state = m.serve_step(state, items[:, n + i])
+            detail = str(m.backend_detail)
+            return y, (detail if state.mode == "state" else f"recompute:{detail}")
+
+    def full(m: torch.nn.Module) -> torch.Tensor:
+        with torch.inference_mode():
+            return m(items)[:, -1]
+
+    errs: list[float] = []
+    name = run_dtype
+    if precise is not None and precise != run_dtype:
+        name = f"{precise}+{run_dtype}"
+        model = model.to(DTYPE_NAMES[precise])
+        y, _ = served(model)
+        tol, tol_name = tolerance(precise, device)
+        bad = _judge(y.double(), full(model).double(), tol, f"{tol_name}, {pass_} vs the full forward")
+        if bad:
+            return GateResult(False, precise, bad[0], tol, bad[1], n=n)
+        errs.append(_rel_err(y.double(), full(model).double()))
+    model = model.to(DTYPE_NAMES[run_dtype])
+    y, detail = served(model)
+    ref = full(copy.deepcopy(model).to(torch.float64))
+    tol, tol_name = tolerance(run_dtype, device)
+    bad = _judge(y.double(), ref, tol, f"{tol_name}, {pass_} vs the float64 full forward, path {detail}")
+    if bad:
+        return GateResult(False, name, bad[0], tol, bad[1], detail=detail, n=n)
+    return GateResult(True, name, max(errs + [_rel_err(y.double(), ref)]), tol, detail=detail, n=n)

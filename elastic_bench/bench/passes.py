@@ -1,15 +1,29 @@
-"""The four benchmark passes, at the model level or the op level, for one :class:`Cell`.
+"""The benchmark passes, at the model level or the op level, for one :class:`Cell`.
 
 Passes (each a separate metric):
 
-- ``infer``       ``torch.inference_mode()``, eval mode; model level: ``model.user_repr(items)``
-                  (the last position, as served); op level: ``module(x, mask)``.
+- ``infer``       ``torch.inference_mode()``, eval mode; model level: ``model.user_repr(items)``:
+                  the **throughput regime** (every position in every layer, then the last one
+                  kept; large batches: the sweep's tokens-per-batch budget); op level:
+                  ``module(x, mask)``.
+- ``serve``       the **serving regime** (model level only): ``model.serve(items)``, the last
+                  real position computed as a server would, every position in layers 1..L-1
+                  and the last query only in layer L (:mod:`elastic_bench.serving`); inference
+                  mode; serving batches (``--batch``, default 1: :data:`~.cells.SERVE_BATCHES`).
+- ``serve_step``  one appended interaction (model level only): ``model.serve_step(state, item)``
+                  from a per-user state built, untimed, from a history of ``seq_len`` items
+                  (KV cache, running state, or recompute: ``backend_detail`` names the path, see
+                  :func:`serving_detail`).  Every timed call starts from the same state (the
+                  step returns a new state and leaves the one it read as it was), so the
+                  samples are comparable.  The row also records the state's size
+                  (``state_bytes_per_user``, ``state_bytes_per_layer``:
+                  :func:`elastic_bench.serving.state_bytes`).
 - ``fwd``         the same forward with autograd on (train mode; the graph is then dropped).
 - ``fwd_bwd``     forward, loss, backward (one timed call).
 - ``train_step``  forward, loss, backward and an AdamW step.
 
-Precision, as people run each regime: ``infer`` casts the weights to the cell's dtype (a
-served model); the autograd passes (``fwd``, ``fwd_bwd``, ``train_step``) keep fp32 weights
+Precision, as people run each regime: ``infer``, ``serve`` and ``serve_step`` cast the weights
+to the cell's dtype (a served model); the autograd passes (``fwd``, ``fwd_bwd``, ``train_step``) keep fp32 weights
 (and AdamW state) and run under ``torch.autocast`` in the cell's dtype when it is 16-bit, as
 the trainer does (mixed precision).  :func:`precision` names the regime; it is written to the
 row's ``precision`` column.  Dropout is the cell's (``--dropout auto``: the training presets'
@@ -40,7 +54,8 @@ from .. import registry
 from ..attention import DTYPE_NAMES
 from ..losses import next_item_loss
 from ..recommender import ModelConfig, SeqRecModel
-from .cells import Cell
+from ..serving import ServingState, state_bytes
+from .cells import SERVING_PASSES, Cell
 
 HALF = (torch.float16, torch.bfloat16)
 AUTOGRAD_PASSES = ("fwd", "fwd_bwd", "train_step")
@@ -78,6 +93,8 @@ class Workload:
     inputs: list[Tensor]
     optimizer: torch.optim.Optimizer | None = None
     forward: Callable[[], Any] | None = None  # a forward-only call (FLOP counting), untimed
+    detail: Callable[[], str] | None = None  # the path of the last call, when the module's own does not say it
+    fields: dict[str, Any] | None = None  # extra row fields (serve_step: the state's size)
 
     def reset(self) -> None:
         self.module.zero_grad(set_to_none=True)
@@ -96,6 +113,8 @@ class Workload:
 
     @property
     def backend_detail(self) -> str:
+        if self.detail is not None:
+            return self.detail()
         return str(getattr(self.module, "backend_detail", ""))
 
 
@@ -125,7 +144,11 @@ def build_workload(cell: Cell, device: torch.device) -> Workload:
     weights = torch.float32 if mixed_precision(cell) else DTYPE_NAMES[cell.dtype]
     g = torch.Generator().manual_seed(cell.seed)
     torch.manual_seed(cell.seed)
-    if cell.level == "model":
+    if cell.pass_ in SERVING_PASSES:
+        if cell.level != "model":
+            raise ValueError(f"pass {cell.pass_} is model-level only")
+        work = _serving_workload(cell, device, weights, g)
+    elif cell.level == "model":
         work = _model_workload(cell, device, weights, g)
     elif cell.level == "op":
         work = _op_workload(cell, device, weights, g)
@@ -135,6 +158,59 @@ def build_workload(cell: Cell, device: torch.device) -> Workload:
     if work.forward is not None:
         work.forward = _autocast(cell, device, work.forward)
     return work
+
+
+def serving_detail(model: SeqRecModel, state: ServingState) -> str:
+    """The path of the last ``serve_step``: the encoder's (``kv-cache:...``, ``running-state:...``)
+    in state mode; ``recompute:`` and the ``serve`` path it ran otherwise."""
+    detail = str(model.backend_detail)
+    return detail if state.mode == "state" else f"recompute:{detail}"
+
+
+def _serving_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: torch.Generator) -> Workload:
+    """``serve``: ``model.serve(items)``; ``serve_step``: one ``model.serve_step`` from the state of a
+    ``seq_len``-item history (positions up to ``seq_len``: ``max_len = seq_len + 1``)."""
+    step = cell.pass_ == "serve_step"
+    model = SeqRecModel(_model_config(cell, cell.seq_len + (1 if step else 0))).to(device=device, dtype=dtype).eval()
+    items = model_inputs(cell, g)[0].to(device)
+    if not step:
+        def serve() -> Tensor:
+            with torch.inference_mode():
+                return model.serve(items)
+
+        return Workload(serve, model, [items], forward=serve)
+    new = torch.randint(1, cell.n_items + 1, (cell.batch,), generator=g).to(device)
+    with torch.inference_mode():
+        state = model.init_serving(items)  # untimed: the history is paid once
+    total, per_layer = state_bytes(model, state)
+
+    def serve_step() -> Tensor:
+        with torch.inference_mode():
+            return model.serve_step(state, new)[0]
+
+    state_tensors = [t for t in _state_tensors(state)]
+    return Workload(serve_step, model, [items, new, *state_tensors], forward=serve_step, detail=lambda: serving_detail(model, state),
+                    fields={"state_bytes_per_user": total, "state_bytes_per_layer": per_layer})  # fmt: skip
+
+
+def _state_tensors(state: ServingState) -> list[Tensor]:
+    from ..attention import tensors_in
+
+    return list(tensors_in(state))
+
+
+def _model_config(cell: Cell, max_len: int) -> ModelConfig:
+    return ModelConfig.make(
+        cell.model,
+        cell.n_items,
+        max_len,
+        options=dict(cell.options),
+        d_model=cell.d_model,
+        heads=cell.heads,
+        layers=cell.layers,
+        dropout=cell.dropout,
+        causal=cell.causal,
+    )
 
 
 def _model_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: torch.Generator) -> Workload:

@@ -9,6 +9,9 @@ For every (level, device, dtype) and every pass present:
 - ``memory-<pass>``         peak and activation memory (MB) vs sequence length
 - ``mem-reduction-<pass>``  peak and activation memory reduction vs the baseline (%)
 
+plus, where the CSV has ``serve`` / ``serve_step`` rows, the serving figures of
+:mod:`.serving_plots` (step latency and state bytes vs history length, serve latency at B = 1).
+
 Every series label names its causality (``linear (causal)``, ``elastic (non-causal)``) and
 ratios only pair rows of the same causality (:mod:`.compare`).  The ``no-mixing`` backend (no
 token mixing: the floor no attention can beat) is drawn as a black dashed line labelled
@@ -45,7 +48,7 @@ from .compare import causal_value, has_samples, is_floor, series_labels, with_ba
 from .grammar import human_int  # noqa: E402
 from .store import load_results  # noqa: E402
 
-PASS_ORDER = ("infer", "fwd", "fwd_bwd", "train_step")
+PASS_ORDER = ("infer", "fwd", "fwd_bwd", "train_step", "serve", "serve_step")
 GROUP_KEYS = ("level", "device", "device_name", "dtype")
 
 
@@ -289,4 +292,7 @@ def plot_results(paths: Iterable[str | Path] | pd.DataFrame, baseline: str = "so
     out.mkdir(parents=True, exist_ok=True)
     for suffix, sub in figure_groups(df):
         written += plot_group(sub, suffix, baseline, out)
+    from .serving_plots import plot_serving
+
+    written += plot_serving(df, out)  # serve / serve_step rows: their own three figures
     return written

@@ -5,7 +5,7 @@ state of the machine; consecutive runs of the same configuration moved by 30 % o
 CPU.  So the cells that decide a claim (the *headline* cells: every cell at the sweep's
 longest sequence length, where speed-ups and memory savings are judged) are measured
 ``process_repeats`` times (default 3) in interleaved rounds — every headline cell once, then
-every one again — and each round runs in a new process (``spawn``: a cold interpreter, a new
+every one again — and each round runs in a new process (a cold interpreter, a new
 allocator), so that a drift of the machine hits all cells alike and no two repeats of a
 cell share a process.  (One process per round, not per cell: a spawn with torch's import
 costs seconds, which would dominate a short sweep.)
@@ -13,7 +13,7 @@ costs seconds, which would dominate a short sweep.)
 The row of a headline cell pools its repeats:
 
 - ``latency_samples_ms`` keeps every sample, ``;`` within a repeat and ``|`` between
-  repeats; ``latency_ms_p50/p20/p80`` are quantiles of the pooled samples, and
+  repeats; ``latency_ms_p50/p20/p80/p99`` are quantiles of the pooled samples, and
   ``latency_ms_ci_lo/hi`` the 95 % cluster-bootstrap interval of the median
   (:func:`~elastic_bench.bench.bootstrap.median_ci`), which covers process-to-process
   spread as well as jitter;
@@ -30,9 +30,11 @@ to the CSV when the last repeat ends, and the cell's lines leave the side file's
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
+import pickle
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -69,6 +71,7 @@ def timing_fields(groups: list[list[float]]) -> dict[str, Any]:
         "latency_ms_p50": statistics.median(pooled),
         "latency_ms_p20": quantile(pooled, 0.2),
         "latency_ms_p80": quantile(pooled, 0.8),
+        "latency_ms_p99": quantile(pooled, 0.99),
         "latency_ms_ci_lo": lo,
         "latency_ms_ci_hi": hi,
         "latency_samples_ms": text,
@@ -130,34 +133,76 @@ def isolated_task(payload: tuple[Any, Cell, str]) -> dict[str, Any]:
 
 
 class ProcessPerRound:
-    """Runs :func:`isolated_task` in one ``spawn``-ed worker per round (a new one when the
-    round changes); use as a context manager so the last worker is closed."""
+    """Runs :func:`isolated_task` in one fresh worker process per round (a new one when the
+    round changes); use as a context manager so the last worker is closed.
+
+    The worker is ``python -m elastic_bench.bench.repeats`` talking pickles over its stdin and
+    stdout, not :mod:`multiprocessing`: a ``spawn`` start re-imports the caller's ``__main__``,
+    which re-runs a user's script that has no ``if __name__ == "__main__"`` guard."""
 
     def __init__(self) -> None:
         self.round: int | None = None
-        self.pool: Any = None
+        self.proc: subprocess.Popen | None = None
 
     def measure(self, payload: tuple[Any, Cell, str], rnd: int) -> dict[str, Any]:
-        if rnd != self.round:
+        if rnd != self.round or self.proc is None or self.proc.poll() is not None:
             self.close()
-            self.pool = multiprocessing.get_context("spawn").Pool(1)
+            self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             self.round = rnd
-        return self.pool.apply(isolated_task, (payload,))
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            pickle.dump(payload, self.proc.stdin)
+            self.proc.stdin.flush()
+            return pickle.load(self.proc.stdout)
+        except (EOFError, BrokenPipeError, pickle.UnpicklingError) as exc:
+            code = self.proc.wait()
+            self.proc = None
+            spec, cell, run_id = payload
+            why = "killed (out of memory?)" if code in (-9, 137) else f"exit code {code}"
+            return {**cell_identity(cell, run_id), "status": "error:worker-lost", "reason": f"repeat worker died: {why} ({type(exc).__name__})"}
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-            self.pool.join()
-            self.pool = None
+        if self.proc is not None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # EOF: the worker's loop ends
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
         self.round = None
 
     def __enter__(self) -> "ProcessPerRound":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if exc[0] is not None and self.pool is not None:
-            self.pool.terminate()
+        if exc[0] is not None and self.proc is not None:
+            self.proc.kill()
         self.close()
+
+
+def cell_identity(cell: Cell, run_id: str) -> dict[str, Any]:
+    """The row fields of ``cell`` that need no measurement (a row for a lost worker)."""
+    from ..environment import environment
+    from .sweep import base_row
+
+    return base_row(cell, run_id, environment(cell.device), None)
+
+
+def _serve() -> None:
+    """The worker loop: read a pickled payload, write the pickled row, until EOF.  The
+    protocol owns the real stdout; anything else printed goes to stderr."""
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    inp = sys.stdin.buffer
+    while True:
+        try:
+            payload = pickle.load(inp)
+        except EOFError:
+            return
+        pickle.dump(isolated_task(payload), out)
+        out.flush()
 
 
 def interleaved(
@@ -186,3 +231,7 @@ def interleaved(
             if rows[-1].get("status") != "ok" or len(rows) >= repeats:
                 finished.add(key)
                 yield cell, pool_rows(rows[:repeats])
+
+
+if __name__ == "__main__":
+    _serve()

@@ -1,6 +1,9 @@
 """A Markdown report of one or more results CSVs: tables, figures and the claim check.
 
-``reports/<name>/report.md`` holds, per (level, device, dtype) and pass, the latency (with its
+``reports/<name>/report.md`` holds a "Serving" section where the CSV has ``serve`` / ``serve_step``
+rows (:func:`serving_section`: p50 and p99, who wins ``serve``, each step's path and the per-user
+state in bytes, the issue-13 target ratios as measured), then, per (level, device, dtype) and pass,
+the latency (with its
 95 % bootstrap CI), speed-up (with the CI of the ratio), memory, ratio-to-floor and throughput
 tables (one row per sequence length, one column per series: model, causality, objective), the
 figures of :mod:`.plots`, the rows that did not run (``oom``, ``skipped``, ``incorrect``,
@@ -154,7 +157,7 @@ def claim_check(df: pd.DataFrame) -> pd.DataFrame:
     keys = [k for k in MATCH_KEYS if k in df and k != "objective" and k != "loss"]
     train = df[(df["status"] == "ok") & (df["pass"] == "train_step")]
     ok_keys = match_key(ok, keys) if len(ok) else pd.Series(dtype=str)
-    for idx, e in ok[ok["model"].map(is_elastic)].sort_values(["level", "dtype", "seq_len"]).iterrows():
+    for idx, e in ok[ok["model"].map(is_elastic).astype(bool)].sort_values(["level", "dtype", "seq_len"]).iterrows():
         same = ok[ok_keys == ok_keys[idx]]
         soft = same[same["model"] == "softmax"]
         exact = same[same["model"].map(is_exact)]
@@ -206,7 +209,7 @@ def missing_alike(df: pd.DataFrame) -> list[str]:
     key = match_key(ok, keys)
     soft = set(key[ok["model"] == "softmax"])
     out = []
-    for series, sub in ok[ok["model"].map(is_elastic)].groupby("series"):
+    for series, sub in ok[ok["model"].map(is_elastic).astype(bool)].groupby("series"):
         lens = sorted(int(n) for n, k in zip(sub["seq_len"], key[sub.index]) if k not in soft)
         if lens:
             out.append(f"`{series}`: no `softmax` row of the same causality (and other match keys) at N = {', '.join(map(str, lens))}")
@@ -241,6 +244,82 @@ def _provenance_lines(df: pd.DataFrame, baseline: str) -> list[str]:
         lines += [f"**Warning: {len(bad)} row(s) have a `{baseline}` row measured alike but from other code or torch; "
                   "they are not compared.** Rerun them in one session to compare.", "", md_table(bad), ""]  # fmt: skip
     return lines
+
+
+def serving_section(df: pd.DataFrame) -> list[str]:
+    """The report's "Serving" section: per group, ``serve`` latency (p50, p99) and who wins at each N
+    and batch; ``serve_step`` latency (p50, p99), its path and the per-user state in bytes (per layer
+    and in total) at each history length.  ``[]`` when the CSV has no serving rows."""
+    from .serving_plots import serving_rows, step_path
+
+    rows = serving_rows(df)
+    if rows.empty:
+        return []
+    lines = ["## Serving", "",
+             "`serve`: the user representation at the last real position, every position in layers 1..L-1 and the last "
+             "query only in layer L (inference mode, serving batch). `serve_step`: one appended interaction from a per-user "
+             "state built untimed from a history of N items (path: `kv-cache`, `running-state`, or `recompute` for non-causal "
+             "models). State = bytes of the per-user state tensors (recompute: the int64 item history).", ""]  # fmt: skip
+    for suffix, sub in figure_groups(rows):
+        first = sub.iloc[0]
+        lines += [f"### {first['level']} level · {first['device_name'] or first['device']} · {first['dtype']}", ""]
+        serve = sub[sub["pass"] == "serve"]
+        if not serve.empty:
+            win = []
+            for (b, n), g in serve.groupby(["batch", "seq_len"]):
+                g = g.sort_values("latency_ms_p50")
+                best, second = g.iloc[0], (g.iloc[1] if len(g) > 1 else None)
+                margin = f"×{second['latency_ms_p50'] / best['latency_ms_p50']:.2f} ahead of {second['series']}" if second is not None else "alone"
+                win.append({"batch": int(b), "N": int(n), "fastest": best["series"], "p50 ms": _fmt(best["latency_ms_p50"], "ms"),
+                            "margin": margin, "backends measured": len(g)})  # fmt: skip
+            lines += ["**serve: latency p50 / p99 (ms)**", "", md_table(_p50_p99(serve)), "", "**serve: who wins**", "", md_table(pd.DataFrame(win)),
+                      table_note(serve), ""]  # fmt: skip
+        step = sub[sub["pass"] == "serve_step"]
+        if not step.empty:
+            t = step.assign(path=step["backend_detail"].map(step_path))
+            cols = ["series", "batch", "seq_len", "path", "latency_ms_p50", "latency_ms_p99", "state_bytes_per_layer", "state_bytes_per_user"]
+            t = t[[c for c in cols if c in t]].sort_values(["series", "batch", "seq_len"])
+            t = t.assign(latency_ms_p50=t["latency_ms_p50"].map(lambda v: _fmt(v, "ms")), latency_ms_p99=t["latency_ms_p99"].map(lambda v: _fmt(v, "ms")))
+            for c in ("state_bytes_per_layer", "state_bytes_per_user"):
+                if c in t:
+                    t[c] = t[c].map(lambda v: f"{int(v):,}" if v == v else "–")
+            lines += ["**serve_step: latency of one appended item and the per-user state**", "", md_table(t.reset_index(drop=True)), table_note(step), ""]
+            lines += _serving_ratios(step)
+        for stem in ("serve-step-latency", "serve-state-bytes", "serve-latency"):
+            lines.append(f"![{stem}]({stem}{suffix}.png)")
+        lines.append("")
+    return lines
+
+
+def _p50_p99(rows: pd.DataFrame) -> pd.DataFrame:
+    cells = rows.assign(_cell=[f"{_fmt(a, 'ms')} / {_fmt(b, 'ms')}" for a, b in zip(rows["latency_ms_p50"], rows.get("latency_ms_p99", rows["latency_ms_p50"] * np.nan))])
+    t = cells.pivot_table(index=["batch", "seq_len"], columns="series", values="_cell", aggfunc="first").fillna("–")
+    return t.reset_index()
+
+
+def _serving_ratios(step: pd.DataFrame) -> list[str]:
+    """The issue-13 targets, as measured: flatness of the stateful steps (N max / N=256 or the
+    smallest N), and elastic-causal vs the SDPA KV cache at the longest N (speed and state)."""
+    out = []
+    for series, g in step.groupby("series"):
+        if "running-state" not in series:
+            continue
+        g = g[g["batch"] == g["batch"].min()].sort_values("seq_len")
+        lo = g[g["seq_len"] == 256] if (g["seq_len"] == 256).any() and g["seq_len"].max() > 256 else g.iloc[:1]
+        hi = g.iloc[-1:]
+        if len(g) > 1:
+            r = float(hi["latency_ms_p50"].iloc[0]) / float(lo["latency_ms_p50"].iloc[0])
+            out.append(f"- `{series}`: step latency at N = {int(hi['seq_len'].iloc[0])} is ×{r:.2f} the one at N = {int(lo['seq_len'].iloc[0])} (target ≤ ×1.2: flat)")
+    n = step["seq_len"].max()
+    at = step[(step["seq_len"] == n) & (step["batch"] == step["batch"].min())]
+    ec = at[(at["model"] == "elastic-causal") & at["backend_detail"].astype(str).str.startswith("running-state")]
+    kv = at[(at["model"] == "sdpa") & at["backend_detail"].astype(str).str.startswith("kv-cache")]
+    if not ec.empty and not kv.empty:
+        sp = float(kv["latency_ms_p50"].iloc[0]) / float(ec["latency_ms_p50"].iloc[0])
+        red = 1 - float(ec["state_bytes_per_user"].iloc[0]) / float(kv["state_bytes_per_user"].iloc[0])
+        out.append(f"- N = {int(n)}: `elastic-causal` step ×{sp:.1f} faster than the `sdpa` KV cache (target ≥ ×10); "
+                   f"its per-user state {red:.1%} smaller (target ≥ 90 %)")  # fmt: skip
+    return out + ([""] if out else [])
 
 
 def write_report(paths: Iterable[str | Path], baseline: str = "softmax", out_dir: str | Path | None = None) -> Path:
@@ -283,6 +362,7 @@ def write_report(paths: Iterable[str | Path], baseline: str = "softmax", out_dir
     if not infer_ok.empty:
         lines += ["", table_note(infer_ok, "softmax and the best exact backends", "speed-up CI")]
     lines.append("")
+    lines += serving_section(df)
     for suffix, sub in figure_groups(df):
         first = sub.iloc[0]
         lines += [f"## {first['level']} level · {first['device_name'] or first['device']} · {first['dtype']}", ""]

@@ -27,10 +27,12 @@ import torch
 from .. import registry
 from ..attention import DTYPE_NAMES
 from ..environment import resolve_device
-from .cells import backend_info
+from .cells import SERVE_BATCHES, SERVING_PASSES, backend_info
 from .grammar import GrammarError, human_int, parse_float, parse_int_axis, parse_memory_sizes, parse_name_list, parse_number
 
-PASSES = ("infer", "fwd", "fwd_bwd", "train_step")
+# infer = the throughput regime (every position, large batches); serve / serve_step = the serving
+# regime (last query only / one appended interaction, serving batches): see bench/passes.py
+PASSES = ("infer", "fwd", "fwd_bwd", "train_step", "serve", "serve_step")
 LEVELS = ("model", "op")
 OBJECTIVES = ("auto", "all", "last")
 PADDINGS = ("full", "random")
@@ -42,7 +44,7 @@ NAMED_OPTION_AXES = ("experts", "memory_size", "topk")
 
 # Laptop CPU: the registered ones of these models, a small token budget and a short time
 # budget per cell, so that `elastic-bench sweep --seq-len 256..8192` takes a few minutes.
-CPU_DEFAULT_MODELS = ("softmax", "sdpa", "linear", "elastic", "elastic-causal")
+CPU_DEFAULT_MODELS = ("softmax", "sdpa", "linear", "elastic", "elastic-causal", "no-mixing")  # no-mixing: the floor
 CPU_DEFAULTS: dict[str, Any] = {
     "seq_len": "256..8192",
     "tokens_per_batch": "4k",
@@ -326,6 +328,11 @@ def load_spec(overrides: Mapping[str, Any] | None = None, config: str | Path | N
         option_axes.append((name, values))
 
     notes = []
+    serving = [p for p in passes if p in SERVING_PASSES]
+    if serving and "op" in levels:
+        notes.append(f"--pass {','.join(serving)} runs at the model level only: no op-level cells for it")
+    if serving and not batches:
+        notes.append(f"--pass {','.join(serving)}: batch {','.join(map(str, SERVE_BATCHES))} (serving; give --batch 1..64 for more)")
     infos = [backend_info(m) for m in models]
     for name, _ in option_axes:
         if not any(name in i.options for i in infos):

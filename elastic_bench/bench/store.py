@@ -38,8 +38,8 @@ COLUMNS: tuple[str, ...] = (
     "topk", "padding", "dropout", "params", "flops", "flops_method",
     # outcome
     "status", "reason", "gate_dtype", "gate_max_err", "n_samples", "n_repeats", "timer_mode", "latency_ms_p50",
-    "latency_ms_p20", "latency_ms_p80", "latency_ms_ci_lo", "latency_ms_ci_hi", "latency_samples_ms", "tokens_per_s", "peak_mem_mb", "act_mem_mb",
-    "reserved_mem_mb", "mem_method", "cpu_threads", "wall_s",
+    "latency_ms_p20", "latency_ms_p80", "latency_ms_p99", "latency_ms_ci_lo", "latency_ms_ci_hi", "latency_samples_ms", "tokens_per_s", "peak_mem_mb", "act_mem_mb",
+    "reserved_mem_mb", "mem_method", "state_bytes_per_user", "state_bytes_per_layer", "cpu_threads", "wall_s",
     # accuracy runs (empty for efficiency rows)
     "seed", "dataset", "hr@10", "ndcg@10", "mrr@10", "hr@50", "ndcg@50", "mrr@50", "hr@200",
     "ndcg@200", "mrr@200",
@@ -49,7 +49,8 @@ COLUMNS: tuple[str, ...] = (
 NUMERIC_COLUMNS = (
     "batch", "seq_len", "d_model", "heads", "layers", "n_items", "experts", "memory_size", "topk",
     "dropout", "params", "flops", "gate_max_err", "n_samples", "n_repeats", "latency_ms_p50", "latency_ms_p20",
-    "latency_ms_p80", "latency_ms_ci_lo", "latency_ms_ci_hi", "tokens_per_s", "peak_mem_mb", "act_mem_mb", "reserved_mem_mb", "cpu_threads", "wall_s", "seed",
+    "latency_ms_p80", "latency_ms_p99", "latency_ms_ci_lo", "latency_ms_ci_hi", "tokens_per_s", "peak_mem_mb", "act_mem_mb", "reserved_mem_mb",
+    "state_bytes_per_user", "state_bytes_per_layer", "cpu_threads", "wall_s", "seed",
     "hr@10", "ndcg@10", "mrr@10", "hr@50", "ndcg@50", "mrr@50", "hr@200", "ndcg@200", "mrr@200",
 )  # fmt: skip
 

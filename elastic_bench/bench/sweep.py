@@ -43,7 +43,8 @@ from ..launch import is_remote
 from .cells import Cell, backend_info, expand
 from .flops import pass_flops
 from .grammar import human_int
-from .gate import GateResult, check_backend, gate_len
+from .cells import SERVING_PASSES
+from .gate import GateResult, check_backend, check_serving, gate_dtype, gate_len
 from .memory import measure_memory
 from .passes import AUTOGRAD_PASSES, build_workload, mixed_precision, precision
 from .repeats import ProcessPerRound, RepeatLog, headline, interleaved, timing_fields
@@ -157,7 +158,7 @@ def print_plan(plan: Plan, console: Console) -> None:
     console.print(table)
 
 
-def _base_row(cell: Cell, run_id: str, env: dict[str, str], backend: Any | None) -> dict[str, Any]:
+def base_row(cell: Cell, run_id: str, env: dict[str, str], backend: Any | None) -> dict[str, Any]:
     versions = env["backend_versions"]
     if backend is not None:
         try:
@@ -263,7 +264,33 @@ class Engine:
         result = self.gates[key]
         if isinstance(result, BaseException):
             raise result
+        if cell.pass_ in SERVING_PASSES and result.ok:
+            return self._serving_gate(backend, cell, result)
         return result
+
+    def _serving_gate(self, backend: Any, cell: Cell, mechanism: GateResult) -> GateResult:
+        """A serving cell: its mechanism passed :func:`.gate.check_backend`; now the serving path it
+        times (:func:`.gate.check_serving`), cached on what that depends on."""
+        key = ("serving", cell.model, cell.pass_, cell.dtype, cell.d_model, cell.heads, cell.layers, cell.causal, cell.options,
+               gate_len(cell.seq_len), cell.padding, cell.seed)  # fmt: skip
+        if key not in self.gates:
+            try:
+                self.gates[key] = check_serving(
+                    cell.model, device=self.device, run_dtype=cell.dtype,
+                    precise=gate_dtype(backend, self.device, cell.dtype, cell.causal, cell.d_model // cell.heads, cell.padding != "full"),
+                    pass_=cell.pass_, d_model=cell.d_model, heads=cell.heads, layers=cell.layers, causal=cell.causal,
+                    options=cell.options, seq_len=cell.seq_len, seed=cell.seed, padding=cell.padding,
+                )  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - recorded on the row
+                if is_oom(exc):
+                    raise
+                self.gates[key] = exc
+        result = self.gates[key]
+        if isinstance(result, BaseException):
+            raise result
+        if not result.ok:
+            return result
+        return GateResult(True, result.dtype, max(mechanism.max_err, result.max_err), result.tol, detail=result.detail, n=result.n)
 
     def measure(self, cell: Cell, backend: Any) -> dict[str, Any]:
         """Fields of an ``ok``, ``incorrect`` or ``skipped`` row; raises on OOM and errors.
@@ -303,6 +330,7 @@ class Engine:
                 return {**fields, "status": "incorrect", "backend_detail": timed, "reason": reason}
             work.reset()
             mem = measure_memory(work.run, device, work.resident)
+            fields.update(work.fields or {})
             fields.update(
                 status="ok",
                 backend_detail=timed,
@@ -367,7 +395,7 @@ def measure_row(engine: Engine, cell: Cell, run_id: str, env: dict[str, str]) ->
     samples = fields.pop("samples_ms", None)
     if samples:  # one process: one repeat group; the latency columns and the CI from the samples
         fields.update(timing_fields([list(samples)]))
-    return {**_base_row(cell, run_id, env, backend), **fields, "wall_s": round(time.perf_counter() - c0, 3)}
+    return {**base_row(cell, run_id, env, backend), **fields, "wall_s": round(time.perf_counter() - c0, 3)}
 
 
 def remote_rows(spec: SweepSpec, todo: list[Cell], run_id: str, env: dict[str, str], launcher: Any) -> Iterator[tuple[Cell, dict[str, Any]]]:
@@ -389,7 +417,7 @@ def remote_rows(spec: SweepSpec, todo: list[Cell], run_id: str, env: dict[str, s
         jobs.append(Job(key, (spec, cell, run_id), group=cell.series().config_hash(), num_cpus=1 if cuda else max(1, spec.threads), num_gpus=1 if cuda else 0))
     for out in launcher.run(efficiency_task, jobs, skip=lambda job: oom.skip_reason(cells[job.key])):
         cell = cells[out.job.key]
-        row = out.row if out.row is not None else {**_base_row(cell, run_id, env, None), **launcher_failure(out)}
+        row = out.row if out.row is not None else {**base_row(cell, run_id, env, None), **launcher_failure(out)}
         if row.get("status") == "oom":
             oom.record(cell)
         yield cell, row
@@ -443,7 +471,7 @@ def _repeated_rows(engine: Engine, cells: list[Cell], run_id: str, env: dict[str
         def measure(cell: Cell, rnd: int) -> dict[str, Any]:
             why = engine.oom.skip_reason(cell)
             if why:
-                return {**_base_row(cell, run_id, env, None), "status": f"skipped:{why}"}
+                return {**base_row(cell, run_id, env, None), "status": f"skipped:{why}"}
             return workers.measure((spec, cell, run_id), rnd)
 
         for cell, row in interleaved(cells, spec.process_repeats, measure, RepeatLog(spec.out), on_repeat):

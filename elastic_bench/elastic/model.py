@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ..attention import Attention
@@ -22,6 +23,7 @@ from ..layers import Block
 from .imr import dispatcher_source
 from .lda import LDALayer
 from .naive import lda_reference
+from .serving import lda_forward_last, lda_init_state, lda_step
 
 
 class ElasticAttention(Attention):
@@ -95,7 +97,9 @@ class ElasticEncoder(nn.Module):
 
     @property
     def backend_detail(self) -> str:
-        return self.blocks[0].attn.backend_detail if len(self.blocks) else "none"
+        """The paths the layers took on their last call, ``+``-joined when they differ (``serve``:
+        full layers, then the last one's one-query path)."""
+        return "+".join(dict.fromkeys(b.attn.backend_detail for b in self.blocks)) if len(self.blocks) else "none"
 
     def forward(self, h: Tensor, mask: Tensor, item_emb: Tensor | None = None) -> Tensor:
         p = self.source(h if item_emb is None else item_emb, mask)
@@ -104,3 +108,47 @@ class ElasticEncoder(nn.Module):
             a, p = blk.attn(q, mask, p)
             h = blk.finish(h, a, mask, q)
         return h
+
+    # ---- serving (elastic_bench.elastic.serving): the recommender's serve / serve_step
+
+    def forward_last(self, h: Tensor, mask: Tensor, item_emb: Tensor | None = None) -> Tensor:
+        """``[B, 1, D]``: layers 1..L-1 in full, then layer L's full pack and one-query unpack."""
+        p = self.source(h if item_emb is None else item_emb, mask)
+        for blk in self.blocks[:-1]:
+            q = blk.ln1(h)
+            a, p = blk.attn(q, mask, p)
+            h = blk.finish(h, a, mask, q)
+        blk = self.blocks[-1]
+        q = blk.ln1(h)
+        a, _ = lda_forward_last(blk.attn, q, mask, p)
+        return blk.finish(h[:, -1:], a, mask[:, -1:], q[:, -1:])
+
+    def init_state(self, h: Tensor, mask: Tensor, item_emb: Tensor | None = None) -> list | None:
+        """``elastic-causal``: per layer ``(LDAState, LDAConstants)`` after the history; ``elastic``:
+        None (a non-causal model recomputes)."""
+        if not self.causal:
+            return None
+        p = self.source(h if item_emb is None else item_emb, mask)
+        states = []
+        for blk in self.blocks:
+            q = blk.ln1(h)
+            states.append(lda_init_state(blk.attn, q, mask, p))
+            a, p = blk.attn(q, mask, p)
+            h = blk.finish(h, a, mask, q)
+        return states
+
+    def step(self, states: list, h_new: Tensor, mask: Tensor | None) -> tuple[Tensor, list]:
+        """``(output [B, 1, D], new states)`` of one appended position (``mask`` unused: the state
+        already holds only real positions)."""
+        ones = torch.ones(h_new.shape[:2], dtype=torch.bool, device=h_new.device)
+        out = []
+        for blk, (st, c) in zip(self.blocks, states):
+            q = blk.ln1(h_new)
+            a, st = lda_step(blk.attn, st, c, q)
+            h_new = blk.finish(h_new, a, ones, q)
+            out.append((st, c))
+        return h_new, out
+
+    def state_tensors(self, states: list) -> list[list[Tensor]]:
+        """Per layer the per-user tensors ``m, l, acc`` (the constants are shared by every user)."""
+        return [[st.m, st.l, st.acc] for st, _ in states]
