@@ -95,7 +95,7 @@ stops there.  Rows are appended (fsync'ed) to --out; a rerun skips the cells alr
 
 Defaults on CPU: models = the registered ones of softmax, sdpa, linear, elastic, elastic-causal, no-mixing (the floor);
 seq-len 256..8192, tokens-per-batch 4k (batch = 4096 // seq_len, at least 1), dtype fp32,
-pass infer, repeats 200 (the cap), min-time 1.0 s of samples and at least 10 of them, max-time 5.0 s
+pass infer, repeats 200 (the cap), min-time 1.0 s of samples and at least 10 of them, max-time 3.0 s
 (a slower cell stops with 3 samples), warmup 0 calls after the untimed FLOP-counting one and at least
 0.5 s, process-repeats 3 (cells at the longest seq-len: 3 interleaved rounds, each in a fresh
 process), threads 1 (stable timings on a busy machine; --threads 0 = torch's default).

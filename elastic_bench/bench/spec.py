@@ -52,7 +52,7 @@ CPU_DEFAULTS: dict[str, Any] = {
     "pass": "infer",
     "repeats": 200,  # the cap; sampling wants >= 10 samples and >= min-time seconds of them
     "min_time": 1.0,
-    "max_time": 5.0,  # a call so slow that this passes first stops at >= 3 samples
+    "max_time": 3.0,  # a call so slow that this passes first stops at >= 3 samples
     "warmup": 0,  # calls after the untimed FLOP-counting one; warm-up also lasts >= 0.5 s
     "threads": 1,  # one intra-op thread: stable timings even when the machine is busy
 }
