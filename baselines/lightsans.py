@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from elastic_bench.attention import Backend, Capabilities, QKVAttention
+from elastic_bench.attention import Backend, Capabilities, QKVAttention, attend_last_via_attend
 
 
 class LightSANsAttention(QKVAttention):
@@ -61,13 +61,7 @@ class LightSANsAttention(QKVAttention):
         self.backend_detail = f"lightsans:k={self.interests}"
         return p @ vi
 
-    def attend_last(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """Serving: :meth:`attend` with one query (its keys/values summary reads the whole sequence;
-        non-causal, so ``serve_step`` recomputes)."""
-        if mask is None:
-            mask = torch.ones(k.shape[0], k.shape[2], dtype=torch.bool, device=k.device)
-        out = self.attend(q, k, v, mask)
-        return out
+    attend_last = attend_last_via_attend  # one query, as attend takes it (non-causal: serve_step recomputes)
 
     def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """One sequence at a time, in model width: exp-normalise over the real items by hand."""

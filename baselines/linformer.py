@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from elastic_bench.attention import Backend, Capabilities, QKVAttention
+from elastic_bench.attention import Backend, Capabilities, QKVAttention, attend_last_via_attend
 
 
 def pool_matrix(mask: Tensor, r: int, dtype: torch.dtype) -> Tensor:
@@ -73,13 +73,7 @@ class LinformerAttention(QKVAttention):
         self.backend_detail = f"linformer:r={self.proj_len}"
         return p @ vp
 
-    def attend_last(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """Serving: :meth:`attend` with one query (its keys/values summary reads the whole sequence;
-        non-causal, so ``serve_step`` recomputes)."""
-        if mask is None:
-            mask = torch.ones(k.shape[0], k.shape[2], dtype=torch.bool, device=k.device)
-        out = self.attend(q, k, v, mask)
-        return out
+    attend_last = attend_last_via_attend  # one query, as attend takes it (non-causal: serve_step recomputes)
 
     def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """One sequence at a time: slice the real tokens into segments, average, mix, attend."""

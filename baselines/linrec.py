@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from elastic_bench.attention import Backend, Capabilities, QKVAttention
+from elastic_bench.attention import Backend, Capabilities, QKVAttention, attend_last_via_attend
 
 EPS = 1e-12  # F.normalize's default: only guards an all-zero row/column
 
@@ -52,13 +52,7 @@ class LinRecAttention(QKVAttention):
         self.backend_detail = "linrec"
         return F.dropout(out, self.dropout_p, self.training)
 
-    def attend_last(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """Serving: :meth:`attend` with one query (its keys/values summary reads the whole sequence;
-        non-causal, so ``serve_step`` recomputes)."""
-        if mask is None:
-            mask = torch.ones(k.shape[0], k.shape[2], dtype=torch.bool, device=k.device)
-        out = self.attend(q, k, v, mask)
-        return out
+    attend_last = attend_last_via_attend  # one query, as attend takes it (non-causal: serve_step recomputes)
 
     def attend_reference(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """One sequence at a time over its real tokens, with the explicit N×L attention matrix."""

@@ -204,6 +204,16 @@ def prepare_masks(model: nn.Module, mask: Tensor | None) -> int:
     return len(mods)
 
 
+def attend_last_via_attend(self: "QKVAttention", q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """An ``attend_last`` for a mechanism whose :meth:`~QKVAttention.attend` takes one query
+    against all the keys as it is (a non-causal summary of the keys: Linformer, LinRec,
+    LightSANs; ``serve_step`` recomputes for them): ``attend`` itself, with an all-real mask
+    when none is given.  Assign it in the class body: ``attend_last = attend_last_via_attend``."""
+    if mask is None:
+        mask = torch.ones(k.shape[0], k.shape[2], dtype=torch.bool, device=k.device)
+    return self.attend(q, k, v, mask)
+
+
 class QKVAttention(Attention):
     """An attention with the usual query/key/value and output projections.
 

@@ -214,18 +214,7 @@ def _model_config(cell: Cell, max_len: int) -> ModelConfig:
 
 
 def _model_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: torch.Generator) -> Workload:
-    cfg = ModelConfig.make(
-        cell.model,
-        cell.n_items,
-        cell.seq_len,
-        options=dict(cell.options),
-        d_model=cell.d_model,
-        heads=cell.heads,
-        layers=cell.layers,
-        dropout=cell.dropout,
-        causal=cell.causal,
-    )
-    model = SeqRecModel(cfg).to(device=device, dtype=dtype)
+    model = SeqRecModel(_model_config(cell, cell.seq_len)).to(device=device, dtype=dtype)
     items, t_all, t_last = (t.to(device) for t in model_inputs(cell, g))
     targets = t_all if cell.objective == "all" else t_last
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3) if cell.pass_ == "train_step" else None

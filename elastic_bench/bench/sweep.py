@@ -239,24 +239,35 @@ class Engine:
         level = cell.level if autocast else "op"  # the level changes only the input dtype under autocast
         dropout = cell.dropout if grad else 0.0  # a training cell's dropout path is gated too
         key = (cell.model, cell.dtype, cell.d_model, cell.heads, cell.causal, cell.options, gate_len(cell.seq_len), cell.padding, grad, autocast, level, dropout > 0, cell.seed)
+        result = self._cached(
+            key,
+            lambda: check_backend(
+                backend,
+                device=self.device,
+                run_dtype=cell.dtype,
+                d_model=cell.d_model,
+                heads=cell.heads,
+                causal=cell.causal,
+                options=cell.options,
+                seq_len=cell.seq_len,
+                seed=cell.seed,
+                padding=cell.padding,
+                grad=grad,
+                autocast=autocast,
+                level=level,
+                dropout=dropout,
+            ),
+        )
+        if cell.pass_ in SERVING_PASSES and result.ok:
+            return self._serving_gate(backend, cell, result)
+        return result
+
+    def _cached(self, key: tuple, check: Any) -> GateResult:
+        """``check()``'s gate result, computed once per ``key``; an error is cached and re-raised
+        (an out-of-memory error is not cached: it is the cell's own outcome)."""
         if key not in self.gates:
             try:
-                self.gates[key] = check_backend(
-                    backend,
-                    device=self.device,
-                    run_dtype=cell.dtype,
-                    d_model=cell.d_model,
-                    heads=cell.heads,
-                    causal=cell.causal,
-                    options=cell.options,
-                    seq_len=cell.seq_len,
-                    seed=cell.seed,
-                    padding=cell.padding,
-                    grad=grad,
-                    autocast=autocast,
-                    level=level,
-                    dropout=dropout,
-                )
+                self.gates[key] = check()
             except Exception as exc:  # noqa: BLE001 - recorded on the row
                 if is_oom(exc):
                     raise
@@ -264,8 +275,6 @@ class Engine:
         result = self.gates[key]
         if isinstance(result, BaseException):
             raise result
-        if cell.pass_ in SERVING_PASSES and result.ok:
-            return self._serving_gate(backend, cell, result)
         return result
 
     def _serving_gate(self, backend: Any, cell: Cell, mechanism: GateResult) -> GateResult:
@@ -273,21 +282,15 @@ class Engine:
         times (:func:`.gate.check_serving`), cached on what that depends on."""
         key = ("serving", cell.model, cell.pass_, cell.dtype, cell.d_model, cell.heads, cell.layers, cell.causal, cell.options,
                gate_len(cell.seq_len), cell.padding, cell.seed)  # fmt: skip
-        if key not in self.gates:
-            try:
-                self.gates[key] = check_serving(
-                    cell.model, device=self.device, run_dtype=cell.dtype,
-                    precise=gate_dtype(backend, self.device, cell.dtype, cell.causal, cell.d_model // cell.heads, cell.padding != "full"),
-                    pass_=cell.pass_, d_model=cell.d_model, heads=cell.heads, layers=cell.layers, causal=cell.causal,
-                    options=cell.options, seq_len=cell.seq_len, seed=cell.seed, padding=cell.padding,
-                )  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - recorded on the row
-                if is_oom(exc):
-                    raise
-                self.gates[key] = exc
-        result = self.gates[key]
-        if isinstance(result, BaseException):
-            raise result
+        result = self._cached(
+            key,
+            lambda: check_serving(
+                cell.model, device=self.device, run_dtype=cell.dtype,
+                precise=gate_dtype(backend, self.device, cell.dtype, cell.causal, cell.d_model // cell.heads, cell.padding != "full"),
+                pass_=cell.pass_, d_model=cell.d_model, heads=cell.heads, layers=cell.layers, causal=cell.causal,
+                options=cell.options, seq_len=cell.seq_len, seed=cell.seed, padding=cell.padding,
+            ),
+        )  # fmt: skip
         if not result.ok:
             return result
         return GateResult(True, result.dtype, max(mechanism.max_err, result.max_err), result.tol, detail=result.detail, n=result.n)

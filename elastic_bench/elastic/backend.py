@@ -12,7 +12,20 @@ from .model import ElasticAttention, ElasticEncoder
 _COMMON = {"experts": 32, "chunk_size": 32}
 
 
-class ElasticBackend(Backend):
+class _ElasticPaths(Backend):
+    """What both ELASTIC backends share: FLOPs of the path that ran (:mod:`.flops`)."""
+
+    @classmethod
+    def counter_blind(cls, detail: str) -> tuple[str, ...]:
+        return flops.blind_phases(detail)
+
+    @classmethod
+    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int | None:
+        """ELASTIC's paths: :func:`elastic_bench.elastic.flops.path_flops` (mask lengths do not matter)."""
+        return flops.path_flops(detail, batch=batch, seq_len=seq_len, d_model=d_model, heads=heads, options={**cls.capabilities.options, **(options or {})})
+
+
+class ElasticBackend(_ElasticPaths):
     name = "elastic"
     summary = "ELASTIC: linear dispatcher attention (pack/unpack over k experts) + product-key interest memory, non-causal"
     capabilities = Capabilities(
@@ -25,17 +38,8 @@ class ElasticBackend(Backend):
     def build_encoder(cls, **kwargs: Any) -> ElasticEncoder:
         return ElasticEncoder(**kwargs)
 
-    @classmethod
-    def counter_blind(cls, detail: str) -> tuple[str, ...]:
-        return flops.blind_phases(detail)
 
-    @classmethod
-    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int | None:
-        """ELASTIC's paths: :func:`elastic_bench.elastic.flops.path_flops` (mask lengths do not matter)."""
-        return flops.path_flops(detail, batch=batch, seq_len=seq_len, d_model=d_model, heads=heads, options={**cls.capabilities.options, **(options or {})})
-
-
-class ElasticCausalBackend(Backend):
+class ElasticCausalBackend(_ElasticPaths):
     name = "elastic-causal"
     summary = "ELASTIC with a causal pack step (chunked cumulative softmax), static first-layer dispatchers"
     capabilities = Capabilities(non_causal=False, options=dict(_COMMON))
@@ -44,12 +48,3 @@ class ElasticCausalBackend(Backend):
     @classmethod
     def build_encoder(cls, **kwargs: Any) -> ElasticEncoder:
         return ElasticEncoder(memory_size=0, **kwargs)
-
-    @classmethod
-    def counter_blind(cls, detail: str) -> tuple[str, ...]:
-        return flops.blind_phases(detail)
-
-    @classmethod
-    def attention_flops(cls, *, batch, seq_len, d_model, heads, causal, options=None, detail="", lengths=None) -> int | None:
-        """ELASTIC's paths: :func:`elastic_bench.elastic.flops.path_flops` (mask lengths do not matter)."""
-        return flops.path_flops(detail, batch=batch, seq_len=seq_len, d_model=d_model, heads=heads, options={**cls.capabilities.options, **(options or {})})
