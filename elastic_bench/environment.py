@@ -23,7 +23,8 @@ def package_version(dist: str) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def git_sha() -> str:
-    """The commit of the source tree elastic-bench runs from ('' outside a git checkout)."""
+    """The commit of the source tree elastic-bench runs from ('' outside a git checkout), with
+    ``-dirty`` when tracked source files (not ``results/`` or ``reports/``) have uncommitted changes."""
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(
@@ -31,8 +32,11 @@ def git_sha() -> str:
         )
         sha = out.stdout.strip()
         if sha:
-            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-uno"], capture_output=True, text=True, timeout=5)
-            return sha + ("-dirty" if dirty.stdout.strip() else "")
+            from .provenance import uncommitted_source
+
+            # results/ and reports/ are outputs: a sweep appending to a committed CSV does not
+            # make the code that measures it dirty
+            return sha + ("-dirty" if uncommitted_source(root) else "")
     except (OSError, subprocess.SubprocessError):
         pass
     return ""

@@ -41,11 +41,13 @@ def is_tracked(path: str | Path) -> bool:
 
 
 def uncommitted_source(path: str | Path) -> list[str]:
-    """Tracked files of ``path``'s checkout with uncommitted changes, outputs excluded."""
+    """Tracked files of the checkout holding ``path`` (a file or a folder) with uncommitted
+    changes, outputs (``results/``, ``reports/``) excluded."""
     p = Path(path).resolve()
+    cwd = p if p.is_dir() else p.parent
     try:
-        out = _git(p.parent, "status", "--porcelain", "-uno")
-        top = _git(p.parent, "rev-parse", "--show-prefix")
+        out = _git(cwd, "status", "--porcelain", "-uno")
+        top = _git(cwd, "rev-parse", "--show-prefix")
     except (OSError, subprocess.SubprocessError):
         return []
     if out.returncode or top.returncode:

@@ -33,19 +33,20 @@ def test_repeats_are_interleaved_pooled_and_resumed(tmp_path):
         return _ok(10.0 * (len(order)))
 
     log = RepeatLog(tmp_path / "r.csv")
-    out = dict((c.model, row) for c, row in interleaved(heads, 3, measure, log))
-    assert order == ["linear", "softmax"] * 3 or order == ["softmax", "linear"] * 3  # round by round
-    row = out[heads[0].model]
+    gen = interleaved(heads, 3, measure, log)
+    first_cell, row = next(gen)  # the consumer has this row; the sweep is killed before appending it
+    gen.close()
+    other = [c.model for c in heads if c.model != first_cell.model][0]
+    assert order == [first_cell.model, other] * 2 + [first_cell.model]  # round by round
     samples, groups = parse_samples(row["latency_samples_ms"])
     assert row["n_repeats"] == 3 and row["n_samples"] == 12 and sorted(set(groups.tolist())) == [0, 1, 2]
     assert row["latency_ms_ci_lo"] <= row["latency_ms_p50"] <= row["latency_ms_ci_hi"]
     assert row["wall_s"] == 3.0
-    # an interrupted sweep resumes with the repeats it lacks: the log already holds all of them
+    # the rerun resumes from the log: only the missing repeat runs, the same first row comes back
     order.clear()
     again = dict((c.model, r) for c, r in interleaved(heads, 3, measure, log))
-    assert order == [] and again[heads[0].model]["latency_samples_ms"] == row["latency_samples_ms"]
-    order.clear()
-    assert len(list(interleaved(heads, 4, measure, log))) == 2 and len(order) == 2  # one more round only
+    assert order == [other] and again[first_cell.model]["latency_samples_ms"] == row["latency_samples_ms"]
+    assert log.load() == {}  # both rows taken: the log is empty
 
 
 def test_a_failed_repeat_ends_the_cell_with_its_status(tmp_path):
@@ -72,7 +73,7 @@ def test_a_sweep_measures_its_headline_cells_in_fresh_processes(tmp_path):
     assert df.loc[32, "status"] == "ok" and df.loc[32, "n_repeats"] == 2 and df.loc[32, "n_samples"] == 6
     assert df.loc[16, "n_repeats"] == 1 and "|" not in df.loc[16, "latency_samples_ms"]
     assert "|" in df.loc[32, "latency_samples_ms"]
-    assert len(RepeatLog(spec.out).load()[df.loc[32, "config_hash"]]) == 2
+    assert RepeatLog(spec.out).load() == {}  # the pooled row is in the CSV: its repeats left the log
 
 
 def test_a_script_without_a_main_guard_is_not_rerun_by_the_workers(tmp_path):
@@ -93,3 +94,42 @@ def test_a_script_without_a_main_guard_is_not_rerun_by_the_workers(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert (res.stdout + res.stderr).count("SCRIPT-RUN") == 1
     assert load_results(out)["n_repeats"].tolist() == [2]
+
+
+def test_no_resume_and_retry_errors_rerun_logged_repeats(tmp_path):
+    _, cells = _cells(tmp_path)
+    heads = headline(cells)
+    log = RepeatLog(tmp_path / "r.csv")
+    calls = []
+
+    def measure(cell, rnd):
+        calls.append(cell.model)
+        return _ok(1.0)
+
+    list(interleaved(heads, 2, measure, log))
+    assert len(calls) == 4 and log.load() == {}  # pooled rows taken: their lines leave the log
+    # an interrupted run leaves lines behind; --no-resume must not reuse them
+    log.append(heads[0].config_hash(), _ok(50.0))
+    calls.clear()
+    rows = dict((c.config_hash(), r) for c, r in interleaved(heads, 2, measure, log, resume=False))
+    assert len(calls) == 4 and "50" not in rows[heads[0].config_hash()]["latency_samples_ms"]
+    # --retry-errors reruns a logged failure, keeps a logged success
+    log.append(heads[0].config_hash(), {"status": "oom", "reason": "x"})
+    log.append(heads[1].config_hash(), _ok(7.0))
+    calls.clear()
+    rows = dict((c.config_hash(), r) for c, r in interleaved(heads, 2, measure, log, retry_errors=True))
+    assert rows[heads[0].config_hash()]["status"] == "ok" and len(calls) == 3
+    assert "7" in rows[heads[1].config_hash()]["latency_samples_ms"]
+
+
+def test_every_row_of_a_run_has_the_sweeps_provenance(tmp_path, monkeypatch):
+    """The repeat workers take the sweep's environment; they do not compute their own."""
+    from elastic_bench.bench import sweep as sweep_mod
+
+    env = {**sweep_mod.environment("cpu"), "git_sha": "feedfacecafe"}
+    monkeypatch.setattr(sweep_mod, "environment", lambda device_type="cpu": env)
+    spec = load_spec({"models": "linear", "seq_len": "16,32", "batch": "1", "n_items": "20", "causal": "yes", "repeats": "3",
+                      "min_time": "0", "process_repeats": "2", "plot": "false", "out": str(tmp_path / "r.csv")})
+    sweep_mod.run_sweep(spec, progress=False)
+    df = load_results(spec.out)
+    assert df["git_sha"].tolist() == ["feedfacecafe", "feedfacecafe"] and df["n_repeats"].tolist() == [1, 2]

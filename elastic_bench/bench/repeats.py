@@ -23,8 +23,9 @@ The row of a headline cell pools its repeats:
 
 Finished repeats are appended (fsync'ed) to ``<out>.repeats.jsonl`` beside the results
 CSV, so an interrupted sweep resumes with the repeats it still lacks; the pooled row goes
-to the CSV when the last repeat ends, and the cell's lines leave the side file's meaning
-(the CSV row supersedes them).
+to the CSV when the last repeat ends, and then the cell's lines leave the side file.
+``--no-resume`` forgets a cell's logged repeats and ``--retry-errors`` its failed ones.
+Every repeat's row carries the sweep process's environment (one ``git_sha`` per run).
 """
 
 from __future__ import annotations
@@ -111,6 +112,25 @@ class RepeatLog:
             done.setdefault(rec["config_hash"], []).append(rec["row"])
         return done
 
+    def keep(self, wanted: Callable[[str, dict[str, Any]], bool]) -> None:
+        """Rewrite the file with only the lines ``wanted(config_hash, row)`` accepts (atomically:
+        a temporary file, then a rename); nothing to do when the file does not exist."""
+        if not self.path.exists():
+            return
+        lines = [
+            json.dumps({"config_hash": key, "row": row}, default=str)
+            for key, rows in self.load().items()
+            for row in rows
+            if wanted(key, row)
+        ]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def forget(self, keys: set[str]) -> None:
+        """Drop every line of these cells (their pooled row is in the CSV, or they are rerun)."""
+        self.keep(lambda key, row: key not in keys)
+
     def append(self, key: str, row: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fh:
@@ -119,17 +139,18 @@ class RepeatLog:
             os.fsync(fh.fileno())
 
 
-def isolated_task(payload: tuple[Any, Cell, str]) -> dict[str, Any]:
-    """``(spec, cell, run_id)`` -> the cell's row, measured by a new engine in this process."""
+def isolated_task(payload: tuple[Any, Cell, str, dict[str, str]]) -> dict[str, Any]:
+    """``(spec, cell, run_id, env)`` -> the cell's row, measured by a new engine in this process.
+    ``env`` is the sweep's (:func:`~elastic_bench.environment.environment` of the parent), so
+    every row of one run carries the same provenance, ``git_sha`` included."""
     import torch
 
-    from ..environment import environment
     from .sweep import Engine, measure_row
 
-    spec, cell, run_id = payload
+    spec, cell, run_id, env = payload
     if spec.threads and spec.device_type == "cpu":
         torch.set_num_threads(spec.threads)
-    return measure_row(Engine(spec), cell, run_id, environment(spec.device_type))
+    return measure_row(Engine(spec), cell, run_id, env)
 
 
 class ProcessPerRound:
@@ -144,7 +165,7 @@ class ProcessPerRound:
         self.round: int | None = None
         self.proc: subprocess.Popen | None = None
 
-    def measure(self, payload: tuple[Any, Cell, str], rnd: int) -> dict[str, Any]:
+    def measure(self, payload: tuple[Any, Cell, str, dict[str, str]], rnd: int) -> dict[str, Any]:
         if rnd != self.round or self.proc is None or self.proc.poll() is not None:
             self.close()
             self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -157,9 +178,9 @@ class ProcessPerRound:
         except (EOFError, BrokenPipeError, pickle.UnpicklingError) as exc:
             code = self.proc.wait()
             self.proc = None
-            spec, cell, run_id = payload
+            spec, cell, run_id, env = payload
             why = "killed (out of memory?)" if code in (-9, 137) else f"exit code {code}"
-            return {**cell_identity(cell, run_id), "status": "error:worker-lost", "reason": f"repeat worker died: {why} ({type(exc).__name__})"}
+            return {**cell_identity(cell, run_id, env), "status": "error:worker-lost", "reason": f"repeat worker died: {why} ({type(exc).__name__})"}
 
     def close(self) -> None:
         if self.proc is not None:
@@ -182,12 +203,11 @@ class ProcessPerRound:
         self.close()
 
 
-def cell_identity(cell: Cell, run_id: str) -> dict[str, Any]:
+def cell_identity(cell: Cell, run_id: str, env: dict[str, str]) -> dict[str, Any]:
     """The row fields of ``cell`` that need no measurement (a row for a lost worker)."""
-    from ..environment import environment
     from .sweep import base_row
 
-    return base_row(cell, run_id, environment(cell.device), None)
+    return base_row(cell, run_id, env, None)
 
 
 def _serve() -> None:
@@ -211,9 +231,19 @@ def interleaved(
     measure: Callable[[Cell, int], dict[str, Any]],
     log: RepeatLog,
     on_repeat: Callable[[Cell, int], None] = lambda c, r: None,
+    resume: bool = True,
+    retry_errors: bool = False,
 ) -> Iterable[tuple[Cell, dict[str, Any]]]:
     """Measure every cell ``repeats`` times, round by round; yield ``(cell, pooled row)`` as
-    each cell gets its last repeat (or fails).  Repeats already in ``log`` are not rerun."""
+    each cell gets its last repeat (or fails).  Repeats already in ``log`` are not rerun unless
+    ``resume`` is off (``--no-resume``: every repeat again) or, for a logged repeat that did not
+    end ``ok``, ``retry_errors`` is on.  Once the consumer has taken a cell's pooled row (and
+    appended it to the CSV), the cell's lines leave the log."""
+    keys = {c.config_hash() for c in cells}
+    if not resume:
+        log.forget(keys)
+    elif retry_errors:
+        log.keep(lambda key, row: key not in keys or row.get("status") == "ok")
     done = log.load()
     have = {c.config_hash(): list(done.get(c.config_hash(), [])) for c in cells}
     finished: set[str] = set()
@@ -231,6 +261,7 @@ def interleaved(
             if rows[-1].get("status") != "ok" or len(rows) >= repeats:
                 finished.add(key)
                 yield cell, pool_rows(rows[:repeats])
+                log.forget({key})  # reached only after the consumer took (appended) the row
 
 
 if __name__ == "__main__":

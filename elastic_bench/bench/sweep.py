@@ -478,9 +478,10 @@ def _repeated_rows(engine: Engine, cells: list[Cell], run_id: str, env: dict[str
             why = engine.oom.skip_reason(cell)
             if why:
                 return {**base_row(cell, run_id, env, None), "status": f"skipped:{why}"}
-            return workers.measure((spec, cell, run_id), rnd)
+            return workers.measure((spec, cell, run_id, env), rnd)
 
-        for cell, row in interleaved(cells, spec.process_repeats, measure, RepeatLog(spec.out), on_repeat):
+        log = RepeatLog(spec.out)
+        for cell, row in interleaved(cells, spec.process_repeats, measure, log, on_repeat, resume=spec.resume, retry_errors=spec.retry_errors):
             if row.get("status") == "oom":
                 engine.oom.record(cell)
             yield cell, row
