@@ -97,3 +97,15 @@ def test_serving_figures_and_report_section(serving_csv, tmp_path):
     text = "\n".join(serving_section(df))
     assert "**serve: who wins**" in text and "kv-cache" in text and "running-state" in text
     assert plot_serving(df[df["pass"] == "infer"], tmp_path / "none") == [] and serving_section(df.iloc[0:0]) == []
+
+
+def test_a_batch_not_drawn_does_not_split_a_line(serving_csv, tmp_path):
+    """Rows at another batch (B = 64 at two lengths) must not change the labels of the batch-1
+    lines: one line per mechanism, over every length."""
+    df = load_results(serving_csv)
+    extra = df[(df["pass"] == "serve_step") & (df["seq_len"] == df["seq_len"].max())].assign(batch=64, config_hash=lambda d: d["config_hash"] + "b64")
+    plot_serving(pd.concat([df, extra], ignore_index=True), tmp_path)
+    drawn = pd.read_csv(tmp_path / "serve-step-latency.csv")
+    assert set(drawn["batch"]) == {1}
+    per_series = drawn.groupby("series")["seq_len"].nunique()
+    assert (per_series == drawn["seq_len"].nunique()).all(), per_series

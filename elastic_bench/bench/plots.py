@@ -195,14 +195,17 @@ def _lines(
 ) -> bool:
     """One line per series; the ``no-mixing`` floor black and dashed; ``ci`` columns as error bars."""
     drawn = False
-    for label, s in rows.sort_values("seq_len").groupby("series", sort=True):
+    groups = list(rows.sort_values("seq_len").groupby("series", sort=True))
+    # more series than the default cycle's 10 colours: tab20, so no two lines share a colour
+    colours = plt.get_cmap("tab20").colors if len(groups) > 10 else [None] * len(groups)
+    for (label, s), colour in zip(groups, colours):
         s = s.dropna(subset=[y])
         if s.empty:
             continue
         floor = s["model"].map(is_floor).all()
         noncausal = all(causal_value(v) is False for v in s.get("causal", []))
         style = "--" if floor else (":" if "obj=last" in str(label) else "-")
-        kw = dict(color="black", lw=1.6, marker=None) if floor else dict(marker="s" if noncausal else "o", ms=3)
+        kw = dict(color="black", lw=1.6, marker=None) if floor else dict(marker="s" if noncausal else "o", ms=3, color=colour)
         (line,) = ax.plot(s["seq_len"], s[y] * scale, ls=style, label=label, **kw)
         if band and s[band[0]].notna().all():
             ax.fill_between(s["seq_len"], s[band[0]] * scale, s[band[1]] * scale, color=line.get_color(), alpha=0.15)

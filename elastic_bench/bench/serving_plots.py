@@ -41,10 +41,17 @@ def serving_rows(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty or "pass" not in df:
         return df.iloc[0:0]
     rows = df[(df["pass"].isin(SERVING)) & (df["status"] == "ok")].copy()
+    return _labelled(rows)
+
+
+def _labelled(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with their ``series`` labels, computed on these rows only (labels name what
+    differs between the rows they are given: label after choosing the batch, or a batch that
+    is not drawn splits a line)."""
     if rows.empty:
         return rows
-    if "series" not in rows:
-        rows["series"] = series_labels(rows)
+    rows = rows.copy()
+    rows["series"] = series_labels(rows)
     step = rows["pass"] == "serve_step"
     rows.loc[step, "series"] = rows.loc[step, "series"] + " " + rows.loc[step, "backend_detail"].map(step_path)
     return rows
@@ -54,7 +61,7 @@ def _smallest_batch(rows: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return rows
     b = 1 if (rows["batch"] == 1).any() else rows["batch"].min()
-    return rows[rows["batch"] == b]
+    return _labelled(rows[rows["batch"] == b])
 
 
 def plot_serving(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
@@ -77,8 +84,8 @@ def plot_serving(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
             _log2_x(ax)
             ax.set_xlabel("history length N (items, log₂)")
             ax.set_yscale("log")
-            ax.set_ylabel("latency of one step, p50 (ms, log; band p20–p80, dotted p99)")
-            ax.set_title("serve_step: one appended interaction vs history length")
+            ax.set_ylabel("one step, p50 (ms, log)")
+            ax.set_title(f"serve_step: one appended interaction — batch {int(step['batch'].iloc[0])} (band p20–p80, dotted p99)", fontsize=10)
             ax.legend(fontsize=7)
             written += _save(fig, step, out, f"serve-step-latency{suffix}", footnote(step, None) + " · state built untimed; every step from the same state")
             if "state_bytes_per_user" in step and step["state_bytes_per_user"].notna().any():
