@@ -421,7 +421,7 @@ def describe_defaults() -> str:
     gpu = ", ".join(f"{k.replace('_', '-')}={v}" for k, v in GPU_DEFAULTS.items())
     return (
         f"Defaults on CPU: models = the registered ones of {', '.join(CPU_DEFAULT_MODELS)}; {cpu} "
-        f"(a few minutes on a laptop for 256..8192). Defaults on GPU: every registered backend "
+        f"(about 7 minutes on a 2-core CPU for 256..8192). Defaults on GPU: every registered backend "
         f"(unusable ones are recorded as skipped); {gpu}."
     )
 
