@@ -363,7 +363,7 @@ def load_spec(overrides: Mapping[str, Any] | None = None, config: str | Path | N
     repeats = _whole(get("repeats"), "--repeats")
     warmup = _whole(get("warmup"), "--warmup", 0)
     min_time = parse_float(get("min_time"), "--min-time")
-    max_time = parse_float(get("max_time") if get("max_time") is not None else 60.0, "--max-time")
+    max_time = parse_float(get("max_time"), "--max-time")
     n_items = _whole(get("n_items"), "--n-items")
     dropout_text = str(get("dropout")).strip().lower()
     dropout = None if dropout_text == "auto" else parse_float(dropout_text, "--dropout")
