@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 from collections import Counter
@@ -58,6 +59,11 @@ class AccuracySpec:
     dry_run: bool = False
     plot: bool = True
     isolate: bool = True  # CPU: each cell in a fresh process (its own peak RSS)
+    # long cells: a checkpoint per cell (<dir>/<config_hash>.pt, every epoch; resumed, removed
+    # once its row is written) and a JSON per finished run with its epoch history
+    checkpoint_dir: str | None = None
+    runs_dir: str | None = None
+    threads: int = 0  # CPU: torch intra-op threads of every cell (0: leave as is)
 
 
 @dataclass
@@ -128,6 +134,9 @@ def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progr
     run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     store.open()
     bar = make_progress(console, disable=not progress)
+    threads_before = torch.get_num_threads()
+    if spec.threads and device.type == "cpu":
+        torch.set_num_threads(spec.threads)
     try:
         with bar:
             task = bar.add_task("accuracy", total=len(todo), last="")
@@ -149,6 +158,7 @@ def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progr
         raise
     finally:
         store.close()
+        torch.set_num_threads(threads_before)
     console.print(f"[bold]Done:[/] {result.ran} rows ({', '.join(f'{k} {v}' for k, v in sorted(result.statuses.items()))}) -> {spec.out}")
     if spec.plot:
         from .accuracy_plots import plot_accuracy
@@ -157,6 +167,16 @@ def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progr
         files = plot_accuracy([spec.out], default_report_dir(spec.out))
         console.print(f"plots: {sum(1 for f in files if f.suffix == '.png')} figures in {default_report_dir(spec.out)}/")
     return result
+
+
+def write_run_json(path: Path, result: Any, run_id: str) -> Path:
+    """A finished run's summary and epoch history (what ``elastic-bench train`` writes beside its CSV)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary = {"run_id": run_id, "config": result.config.to_dict(), "config_hash": result.config.config_hash(), **result.summary(), "history": result.history}
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(summary, indent=1, default=str))
+    tmp.replace(path)
+    return path
 
 
 def _label(cfg: TrainConfig) -> str:
@@ -211,8 +231,17 @@ def _run_cell(cfg: TrainConfig, spec: AccuracySpec, datasets: dict[str, Any], ru
     try:
         if cfg.data not in datasets:
             datasets[cfg.data] = load_dataset(cfg.data, spec.data_dir)
+        ckpt = Path(spec.checkpoint_dir) / f"{cfg.config_hash()}.pt" if spec.checkpoint_dir else None
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
         run = train_isolated if device.type == "cpu" and spec.isolate else train
-        return accuracy_row(run(cfg, datasets[cfg.data]), run_id)
+        res = run(cfg, datasets[cfg.data], ckpt)
+        row = accuracy_row(res, run_id)
+        if spec.runs_dir:
+            write_run_json(Path(spec.runs_dir) / f"{cfg.model}-{cfg.config_hash()}.json", res, run_id)
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)  # the row and the JSON hold what it was for
+        return row
     except Exception as exc:  # noqa: BLE001 - every failure is a row
         status = "oom" if is_oom(exc) else f"error:{type(exc).__name__}"
         exc.__traceback__ = None

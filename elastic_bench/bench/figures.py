@@ -44,11 +44,16 @@ from .grammar import GrammarError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "figure_presets"
 PRESET_KEYS = {"name", "description", "data", "data_dir", "train_preset", "train", "seeds", "device", "main", "efficiency",
-               "ablations", "table", "results_dir", "serving"}  # fmt: skip
+               "ablations", "table", "results_dir", "serving", "accuracy", "threads"}  # fmt: skip
 # serving: {models, seq_len, batch, pass}: serve / serve_step sweeps into main.csv (README "Serving")
 SERVING_KEYS = {"models", "seq_len", "batch", "pass"}
 MAIN_KEYS = {"accuracy_models", "efficiency_models", "seq_len", "option"}
 ABLATION_KEYS = {"axis", "values", "models", "option", "seq_len"}
+# accuracy: [{name, models, seeds, train, option, memory_size, max_len}]: groups of training cells
+# (each its own TrainConfig overrides) into <results_dir>/accuracy.csv, run in the listed order,
+# each cell checkpointed every epoch under <results_dir>/checkpoints/ and its epoch history kept
+# in <results_dir>/runs/<model>-<config_hash>.json
+ACCURACY_GROUP_KEYS = {"name", "models", "seeds", "train", "option", "memory_size", "max_len"}
 
 
 @dataclass
@@ -65,8 +70,13 @@ class FigurePreset:
     def ablation_csv(self, axis: str) -> Path:
         return self.results_dir / f"ablate-{axis}.csv"
 
+    @property
+    def accuracy_csv(self) -> Path:
+        return self.results_dir / "accuracy.csv"
+
     def csvs(self) -> list[Path]:
         out = [self.main_csv] if self.config.get("main") else []
+        out += [self.accuracy_csv] if self.config.get("accuracy") else []
         return out + [self.ablation_csv(a["axis"]) for a in self.config.get("ablations", [])]
 
 
@@ -102,6 +112,11 @@ def load_preset(name_or_path: str, results_root: str | Path = "results") -> Figu
     for a in cfg.get("ablations") or []:
         if not isinstance(a, dict) or "axis" not in a or "values" not in a or set(a) - ABLATION_KEYS:
             raise GrammarError(f"--preset: each ablation is a mapping with axis and values (and optionally {', '.join(sorted(ABLATION_KEYS - {'axis', 'values'}))})")
+    for g in cfg.get("accuracy") or []:
+        if not isinstance(g, dict) or "models" not in g or set(g) - ACCURACY_GROUP_KEYS:
+            raise GrammarError(f"--preset: each accuracy group is a mapping with models (and optionally {', '.join(sorted(ACCURACY_GROUP_KEYS - {'models'}))})")
+    if not isinstance(cfg.get("threads", 0), int) or cfg.get("threads", 0) < 0:
+        raise GrammarError(f"--preset: threads must be a whole number >= 0 (0: leave torch's), got {cfg.get('threads')!r}")
     name = str(cfg.get("name") or p.stem)
     results_dir = Path(cfg["results_dir"]) if cfg.get("results_dir") else Path(results_root) / name
     return FigurePreset(name, p, cfg, results_dir)
@@ -172,6 +187,19 @@ def plan_preset(preset: FigurePreset, dry_run: bool = False) -> tuple[list[tuple
                         f"--seeds {','.join(map(str, a.seeds))}{extra} --out {preset.main_csv}  # + the preset's train fields")  # fmt: skip
         commands.append(f"elastic-bench sweep --models {','.join(e.models)} --seq-len {','.join(map(str, e.seq_lens))}{extra} "
                         f"--d-model {a.base.d_model} --heads {a.base.heads} --layers {a.base.layers} --out {preset.main_csv}")  # fmt: skip
+    for g in cfg.get("accuracy") or []:
+        a = accuracy_spec(models=_text(g["models"]), max_len=_text(g.get("max_len") or max_len), option=g.get("option"),
+                          memory_size=_text(g.get("memory_size")), out=str(preset.accuracy_csv), dry_run=dry_run, plot=False,
+                          **{**common, "seeds": _text(g.get("seeds")) or common["seeds"]})  # fmt: skip
+        fields = {**train, **{str(k).replace("-", "_"): v for k, v in (g.get("train") or {}).items()}}
+        fields.pop("max_len", None)
+        a = dataclasses.replace(a, base=dataclasses.replace(a.base, **fields), checkpoint_dir=str(preset.results_dir / "checkpoints"),
+                                runs_dir=str(preset.results_dir / "runs"), threads=int(cfg.get("threads") or 0))  # fmt: skip
+        plan.append(("accuracy", a))
+        opts = "".join(f" --{k.replace('_', '-')} {v}" for k, v in sorted(fields.items()))
+        commands.append(f"elastic-bench sweep --task accuracy --models {','.join(a.models)} --data {a.base.data} --preset {cfg.get('train_preset')} "
+                        f"--seeds {','.join(map(str, a.seeds))} --max-len {','.join(map(str, a.max_lens or (a.base.max_len,)))}"
+                        f"{' --memory-size ' + _text(g['memory_size']) if g.get('memory_size') else ''}  # group {g.get('name', '')}:{opts} --out {preset.accuracy_csv}")  # fmt: skip
     for ab in cfg.get("ablations") or []:
         spec = ablation_spec(
             ab["axis"], _text(ab["values"]), models=_text(ab.get("models")), option=ab.get("option"), seq_len=_text(ab.get("seq_len")),
@@ -192,7 +220,7 @@ def run_preset_cells(preset: FigurePreset, console: Console, progress: bool = Tr
     plan, commands = plan_preset(preset, dry_run)  # every spec validated before anything runs
     for kind, spec in plan:
         if kind == "accuracy":
-            console.rule("[bold]main comparison: accuracy[/]")
+            console.rule(f"[bold]accuracy: {spec.models and ', '.join(spec.models)} -> {spec.out}[/]")
             run_accuracy_sweep(spec, console, progress=progress, launcher=launcher)
         elif kind == "efficiency":
             console.rule("[bold]main comparison: efficiency[/]")

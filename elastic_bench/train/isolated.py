@@ -58,14 +58,15 @@ METHOD = "cpu-rss-subprocess"
 FALLBACK_METHOD = "cpu-maxrss-subprocess (upper bound: includes the parent's RSS at spawn)"
 
 
-def train_isolated(cfg: TrainConfig, dataset: SequenceDataset) -> TrainResult:
-    """``train(cfg, dataset)`` in a fresh process, with this process's torch thread count."""
+def train_isolated(cfg: TrainConfig, dataset: SequenceDataset, checkpoint: Path | None = None) -> TrainResult:
+    """``train(cfg, dataset, checkpoint)`` in a fresh process, with this process's torch thread
+    count; a ``checkpoint`` is written every epoch and resumed from when it exists."""
     cls = _backend_class(cfg.model)
     if cls is not None and not _importable(cls):
-        return train(cfg, dataset)
+        return train(cfg, dataset, checkpoint)
     with tempfile.TemporaryDirectory(prefix="elastic-bench-cell-") as tmp:
         inp, out = Path(tmp) / "in.pkl", Path(tmp) / "out.pkl"
-        inp.write_bytes(pickle.dumps((cfg, dataset, torch.get_num_threads(), cls), protocol=pickle.HIGHEST_PROTOCOL))
+        inp.write_bytes(pickle.dumps((cfg, dataset, torch.get_num_threads(), cls, checkpoint), protocol=pickle.HIGHEST_PROTOCOL))
         code = _run_child(inp, out)
         if not out.is_file():
             raise ChildProcessError(f"the training process ended without a result ({_exit_reason(code)})")
@@ -199,13 +200,13 @@ def _own_peak(result: TrainResult) -> TrainResult:
 
 
 def _child(inp: Path, out: Path) -> None:
-    cfg, dataset, threads, cls = pickle.loads(inp.read_bytes())
+    cfg, dataset, threads, cls, checkpoint = pickle.loads(inp.read_bytes())
     torch.set_num_threads(threads)
     if cls is not None:
         registry.register(cls, cfg.model, replace=True)  # the parent's backend, even one registered at run time
     msg: tuple[str, Any]
     try:
-        msg = ("ok", _own_peak(train(cfg, dataset)))
+        msg = ("ok", _own_peak(train(cfg, dataset, checkpoint)))
     except Exception as exc:  # noqa: BLE001 - raised again in the parent
         exc.__traceback__ = None
         try:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import torch
+
 from .. import registry
 from ..environment import environment, resolve_device
 from .config import TrainConfig
@@ -78,6 +80,7 @@ def accuracy_row(result: TrainResult, run_id: str) -> dict[str, Any]:
         + (f"; ddp={result.world_size}" if result.world_size > 1 else ""),  # processes of a DistributedDataParallel run
         "tokens_per_s": round(result.train_tokens_per_s, 1),
         "peak_mem_mb": round(result.peak_mem_mb, 1),
+        "cpu_threads": torch.get_num_threads() if device.type == "cpu" else "",
         "mem_method": result.mem_method,
         "wall_s": round(result.wall_s, 1),
         "dataset": result.dataset if result.protocol == "full" else f"{result.dataset} [{result.protocol}]",
