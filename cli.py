@@ -44,7 +44,7 @@ def allow_dirty_writes(allow: bool) -> None:
 def checked_launcher(name: str, ray_address: str | None, ray_cpus: int | None):
     """The launcher of --launcher, validated before anything else (a bad one exits 2 at once);
     a ray launcher starts or joins its cluster only when used (``with``)."""
-    from elastic_bench.launch import get_launcher
+    from elastic_bench.runs.launch import get_launcher
 
     try:
         return get_launcher(name, ray_address, ray_cpus)
@@ -54,7 +54,7 @@ def checked_launcher(name: str, ray_address: str | None, ray_cpus: int | None):
 
 def use_launcher(runner, idle: bool = False):
     """``runner`` as a context manager, or the local one for a dry run (no cluster to start)."""
-    from elastic_bench.launch import LocalLauncher
+    from elastic_bench.runs.launch import LocalLauncher
 
     return LocalLauncher() if idle else runner
 
@@ -78,7 +78,7 @@ def list_(what: str = typer.Argument("all", help="models | presets | datasets | 
 
 
 # ----------------------------------------------------------------------------------------
-# Efficiency benchmarks (issue #3): sweep, plot, report.  Logic lives in elastic_bench.bench.
+# Efficiency benchmarks (issue #3): sweep, plot, report.  Logic lives in elastic_bench.runs.
 
 SWEEP_HELP = """Efficiency sweep: time and measure memory of every (model x option x pass x dtype x seq len) cell.
 
@@ -160,9 +160,9 @@ def sweep(
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="write to a curated (git-tracked) results file from an uncommitted tree"),
 ) -> None:
     allow_dirty_writes(allow_dirty)
-    from elastic_bench.bench.grammar import GrammarError
-    from elastic_bench.bench.spec import load_spec
-    from elastic_bench.bench.sweep import run_sweep
+    from elastic_bench.grammar import GrammarError
+    from elastic_bench.runs.spec import load_spec
+    from elastic_bench.runs.sweep import run_sweep
 
     runner0 = checked_launcher(launcher, ray_address, ray_cpus)
 
@@ -172,8 +172,8 @@ def sweep(
         given_eff = [k.rstrip("_").replace("_", "-") for k, v in efficiency_only.items() if v is not None]
         if given_eff:
             fail(f"--task accuracy: --{', --'.join(given_eff)} only apply to --task efficiency (use --max-len for lengths)")
-        from elastic_bench.bench.accuracy import run_accuracy_sweep
-        from elastic_bench.bench.accuracy_spec import accuracy_spec
+        from elastic_bench.runs.accuracy import run_accuracy_sweep
+        from elastic_bench.runs.accuracy_spec import accuracy_spec
 
         try:
             aspec = accuracy_spec(
@@ -218,11 +218,11 @@ def plot(
 ) -> None:
     """Figures (PNG + PDF + CSV subset) from a results CSV: latency, speed-up, memory and memory
     reduction of efficiency rows; accuracy per model (mean ± std over seeds) and vs max length."""
-    from elastic_bench.bench.grammar import GrammarError
-    from elastic_bench.bench.plots import plot_results
-    from elastic_bench.bench.sweep import default_report_dir
+    from elastic_bench.grammar import GrammarError
+    from elastic_bench.report.plots import plot_results
+    from elastic_bench.runs.sweep import default_report_dir
 
-    from elastic_bench.bench.accuracy_plots import plot_accuracy
+    from elastic_bench.report.accuracy_plots import plot_accuracy
 
     try:
         files = plot_results([results], baseline=baseline, out_dir=out or default_report_dir(results))
@@ -239,8 +239,8 @@ def report(
     out: Optional[str] = typer.Option(None, "--out", help="output folder (default reports/<csv stems>/)"),
 ) -> None:
     """Markdown report (tables, figures, ELASTIC claim check) in reports/<name>/report.md."""
-    from elastic_bench.bench.grammar import GrammarError
-    from elastic_bench.bench.report import write_report
+    from elastic_bench.grammar import GrammarError
+    from elastic_bench.report.markdown import write_report
 
     try:
         path = write_report(results, baseline=baseline, out_dir=out)
@@ -350,7 +350,7 @@ def _given_options(ctx: typer.Context, drop: tuple[str, ...] = ()) -> List[str]:
 
 
 # ----------------------------------------------------------------------------------------
-# Ablations and paper figures (issue #5).  Logic lives in elastic_bench.bench.ablation / .figures.
+# Ablations and paper figures (issue #5).  Logic lives in elastic_bench.runs.ablation / .figures.
 
 ABLATE_HELP = """Ablate one ELASTIC axis: an accuracy sweep AND an efficiency sweep of the same configurations.
 
@@ -396,8 +396,8 @@ def ablate(
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="write to a curated (git-tracked) results file from an uncommitted tree"),
 ) -> None:
     allow_dirty_writes(allow_dirty)
-    from elastic_bench.bench.ablation import ablation_spec, run_ablation
-    from elastic_bench.bench.grammar import GrammarError
+    from elastic_bench.runs.ablation import ablation_spec, run_ablation
+    from elastic_bench.grammar import GrammarError
 
     runner0 = checked_launcher(launcher, ray_address, ray_cpus)
 
@@ -432,8 +432,8 @@ def figures(
     manifest.json (commands, configs, environment, CSV sha256) into reports/<preset>/.
     Presets are YAML files in elastic_bench/figure_presets/ (copy one to make your own)."""
     allow_dirty_writes(allow_dirty)
-    from elastic_bench.bench.figures import run_figures
-    from elastic_bench.bench.grammar import GrammarError
+    from elastic_bench.runs.figures import run_figures
+    from elastic_bench.grammar import GrammarError
 
     runner0 = checked_launcher(launcher, ray_address, ray_cpus)
 

@@ -8,10 +8,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from typer.testing import CliRunner
 
 import cli
-from elastic_bench.bench.ablation import ablation_spec, run_ablation
-from elastic_bench.bench.accounting import elastic_forward_flops, memory_bank_params, with_accounting
-from elastic_bench.bench.flops import count
-from elastic_bench.bench.store import load_results
+from elastic_bench.runs.ablation import ablation_spec, run_ablation
+from elastic_bench.report.accounting import elastic_forward_flops, memory_bank_params, with_accounting
+from elastic_bench.measure.flops import count
+from elastic_bench.store import load_results
 from elastic_bench.recommender import ModelConfig, SeqRecModel
 
 DATA = "synthetic:n_users=40,n_items=30,lengths=uniform:6..10,seed=3"

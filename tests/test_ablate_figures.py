@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from elastic_bench.bench.ablation_axes import AXES, axis_values
-from elastic_bench.bench.figures import load_preset, run_figures, sha256
-from elastic_bench.bench.grammar import GrammarError
-from elastic_bench.bench.latex import escape, results_table
-from elastic_bench.bench.paper_figures import claim_check_data, pareto_front, plot_ablation, plot_claim_check, plot_pareto
-from elastic_bench.bench.significance import Stat, better
-from elastic_bench.bench.store import load_results
+from elastic_bench.report.ablation_axes import AXES, axis_values
+from elastic_bench.runs.figures import load_preset, run_figures, sha256
+from elastic_bench.grammar import GrammarError
+from elastic_bench.report.latex import escape, results_table
+from elastic_bench.report.paper_figures import claim_check_data, pareto_front, plot_ablation, plot_claim_check, plot_pareto
+from elastic_bench.report.significance import Stat, better
+from elastic_bench.store import load_results
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ablation_results_small.csv"
 

@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 
 import cli
 from elastic_bench import registry
-from elastic_bench.bench.accuracy import run_accuracy_sweep
-from elastic_bench.bench.accuracy_plots import plot_accuracy, seed_summary
-from elastic_bench.bench.accuracy_spec import accuracy_spec
-from elastic_bench.bench.store import COLUMNS, load_results
+from elastic_bench.runs.accuracy import run_accuracy_sweep
+from elastic_bench.report.accuracy_plots import plot_accuracy, seed_summary
+from elastic_bench.runs.accuracy_spec import accuracy_spec
+from elastic_bench.store import COLUMNS, load_results
 from elastic_bench.train.config import TrainConfig
 from elastic_bench.train.rows import base_row
 

@@ -1,4 +1,4 @@
-"""Bootstrap CIs of a median and of a ratio of medians (elastic_bench.bench.bootstrap)."""
+"""Bootstrap CIs of a median and of a ratio of medians (elastic_bench.measure.bootstrap)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from elastic_bench.bench.bootstrap import _boot_medians, median_ci, parse_samples, ratio_ci
+from elastic_bench.measure.bootstrap import _boot_medians, median_ci, parse_samples, ratio_ci
 
 
 def _naive_cluster_medians(x, g, n_boot, rng):

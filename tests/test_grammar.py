@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 import cli
 from bench_fakes import registered
-from elastic_bench.bench import spec as spec_mod
-from elastic_bench.bench.grammar import GrammarError, parse_int_axis, parse_memory_sizes, parse_name_list
+from elastic_bench.runs import spec as spec_mod
+from elastic_bench.grammar import GrammarError, parse_int_axis, parse_memory_sizes, parse_name_list
 
 runner = CliRunner()
 

@@ -19,12 +19,13 @@ import torch
 from rich.console import Console
 
 from elastic_bench.attention import prepare_masks
-from elastic_bench.bench import sweep as sweep_mod
-from elastic_bench.bench.cells import expand
-from elastic_bench.bench.passes import build_workload
-from elastic_bench.bench.spec import load_spec
-from elastic_bench.bench.store import ResultsStore
-from elastic_bench.bench.workload_mask import workload_mask
+from elastic_bench.measure import engine as engine_mod
+from elastic_bench.runs import sweep as sweep_mod
+from elastic_bench.runs.cells import expand
+from elastic_bench.measure.passes import build_workload
+from elastic_bench.runs.spec import load_spec
+from elastic_bench.store import ResultsStore
+from elastic_bench.measure.workload_mask import workload_mask
 
 SYNC_METHODS = ("all", "any", "item", "tolist", "nonzero", "__bool__", "__int__", "__index__", "__float__")
 
@@ -212,7 +213,7 @@ def _cells(model, level, padding):
 def test_the_engine_times_prepared_calls(level, tmp_path, syncs, monkeypatch):
     """The sweep prepares the masks before timing: no ``mask.all()`` in any timed call."""
     seen: list[list[str]] = []
-    real_time_pass = sweep_mod.time_pass
+    real_time_pass = engine_mod.time_pass
 
     def counted_time_pass(fn, device, **kw):
         with syncs.counting() as calls:
@@ -220,7 +221,7 @@ def test_the_engine_times_prepared_calls(level, tmp_path, syncs, monkeypatch):
         seen.append(list(calls))
         return t
 
-    monkeypatch.setattr(sweep_mod, "time_pass", counted_time_pass)
+    monkeypatch.setattr(engine_mod, "time_pass", counted_time_pass)
     spec = load_spec(dict(device="cpu", d_model=16, heads=2, layers=2, n_items=50, seq_len="32", batch="2", models="sdpa",
                           level=level, padding="random", causal="yes", out=str(tmp_path / "r.csv"), plot=False,
                           repeats=3, min_time=0, warmup=0, process_repeats=1))

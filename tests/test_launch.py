@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from elastic_bench.bench.accuracy import run_accuracy_sweep
-from elastic_bench.bench.accuracy_spec import accuracy_spec
-from elastic_bench.bench.spec import load_spec
-from elastic_bench.bench.store import ResultsStore
-from elastic_bench.bench.sweep import run_sweep
-from elastic_bench.launch import Job, get_launcher
+from elastic_bench.runs.accuracy import run_accuracy_sweep
+from elastic_bench.runs.accuracy_spec import accuracy_spec
+from elastic_bench.runs.spec import load_spec
+from elastic_bench.store import ResultsStore
+from elastic_bench.runs.sweep import run_sweep
+from elastic_bench.runs.launch import Job, get_launcher
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[distributed]')")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 import cli
-from elastic_bench.launch import ray_launcher
+from elastic_bench.runs.launch import ray_launcher
 
 runner = CliRunner()
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from elastic_bench.bench.cells import TRAIN_DROPOUT, expand
-from elastic_bench.bench.grammar import GrammarError
-from elastic_bench.bench.passes import build_workload, precision
-from elastic_bench.bench.spec import load_spec
-from elastic_bench.bench.store import load_results
+from elastic_bench.runs.cells import TRAIN_DROPOUT, expand
+from elastic_bench.grammar import GrammarError
+from elastic_bench.measure.passes import build_workload, precision
+from elastic_bench.runs.spec import load_spec
+from elastic_bench.store import load_results
 
 COMMITTED = Path(__file__).resolve().parent.parent / "results" / "cpu-sweep-2026-11-27.csv"
 

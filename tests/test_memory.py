@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from elastic_bench import registry
-from elastic_bench.bench.cells import Cell
-from elastic_bench.bench.memory import allocation_peak, measure_memory, tensor_bytes
-from elastic_bench.bench.passes import build_workload
-from elastic_bench.bench.timer import quantile, time_pass
+from elastic_bench.runs.cells import Cell
+from elastic_bench.measure.memory import allocation_peak, measure_memory, tensor_bytes
+from elastic_bench.measure.passes import build_workload
+from elastic_bench.measure.timer import quantile, time_pass
 
 MiB = 1024**2
 

@@ -8,9 +8,9 @@ import pandas as pd
 from typer.testing import CliRunner
 
 import cli
-from elastic_bench.bench.compare import with_baseline
-from elastic_bench.bench.report import claim_check
-from elastic_bench.bench.store import load_results
+from elastic_bench.report.compare import with_baseline
+from elastic_bench.report.markdown import claim_check
+from elastic_bench.store import load_results
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bench_results_small.csv"
 runner = CliRunner()

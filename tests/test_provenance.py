@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from elastic_bench.bench.grammar import GrammarError
-from elastic_bench.bench.store import ResultsStore
+from elastic_bench.grammar import GrammarError
+from elastic_bench.store import ResultsStore
 from elastic_bench.provenance import ALLOW_DIRTY_ENV, uncommitted_source
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from elastic_bench.bench.bootstrap import parse_samples
-from elastic_bench.bench.cells import expand
-from elastic_bench.bench.repeats import RepeatLog, headline, interleaved, pool_rows
-from elastic_bench.bench.spec import load_spec
-from elastic_bench.bench.store import load_results
+from elastic_bench.measure.bootstrap import parse_samples
+from elastic_bench.runs.cells import expand
+from elastic_bench.runs.repeats import RepeatLog, headline, interleaved, pool_rows
+from elastic_bench.runs.spec import load_spec
+from elastic_bench.store import load_results
 
 
 def _cells(tmp_path):
@@ -64,7 +64,7 @@ def test_a_failed_repeat_ends_the_cell_with_its_status(tmp_path):
 
 
 def test_a_sweep_measures_its_headline_cells_in_fresh_processes(tmp_path):
-    from elastic_bench.bench.sweep import run_sweep
+    from elastic_bench.runs.sweep import run_sweep
 
     spec = load_spec({"models": "linear", "seq_len": "16,32", "batch": "1", "n_items": "20", "causal": "yes", "repeats": "3",
                       "min_time": "0", "process_repeats": "2", "plot": "false", "out": str(tmp_path / "r.csv")})
@@ -84,8 +84,8 @@ def test_a_script_without_a_main_guard_is_not_rerun_by_the_workers(tmp_path):
     script = tmp_path / "unguarded.py"
     out = tmp_path / "r.csv"
     script.write_text(
-        "from elastic_bench.bench.spec import load_spec\n"
-        "from elastic_bench.bench.sweep import run_sweep\n"
+        "from elastic_bench.runs.spec import load_spec\n"
+        "from elastic_bench.runs.sweep import run_sweep\n"
         f"print('SCRIPT-RUN', flush=True)\n"
         f"run_sweep(load_spec({{'models': 'linear', 'seq_len': '16', 'batch': '1', 'n_items': '20', 'causal': 'yes', 'repeats': '3', "
         f"'min_time': '0', 'process_repeats': '2', 'plot': 'false', 'out': {str(out)!r}}}), progress=False)\n"
@@ -124,7 +124,7 @@ def test_no_resume_and_retry_errors_rerun_logged_repeats(tmp_path):
 
 def test_every_row_of_a_run_has_the_sweeps_provenance(tmp_path, monkeypatch):
     """The repeat workers take the sweep's environment; they do not compute their own."""
-    from elastic_bench.bench import sweep as sweep_mod
+    from elastic_bench.runs import sweep as sweep_mod
 
     env = {**sweep_mod.environment("cpu"), "git_sha": "feedfacecafe"}
     monkeypatch.setattr(sweep_mod, "environment", lambda device_type="cpu": env)

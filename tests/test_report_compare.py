@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from elastic_bench.bench.accounting import flops_is_partial, format_flops
-from elastic_bench.bench.compare import MATCH_KEYS, is_exact, is_flash_class, provenance_mismatches, series_labels, with_baseline
-from elastic_bench.bench.latex import latency_marks
-from elastic_bench.bench.plots import _lines, efficiency_rows, footnote
-from elastic_bench.bench.report import CPU_NOTE, claim_check, missing_alike, throughput_table, write_report
-from elastic_bench.bench.store import COLUMNS, format_row, header_line, load_results
+from elastic_bench.report.accounting import flops_is_partial, format_flops
+from elastic_bench.report.compare import MATCH_KEYS, is_exact, is_flash_class, provenance_mismatches, series_labels, with_baseline
+from elastic_bench.report.latex import latency_marks
+from elastic_bench.report.plots import _lines, efficiency_rows, footnote
+from elastic_bench.report.markdown import CPU_NOTE, claim_check, missing_alike, throughput_table, write_report
+from elastic_bench.store import COLUMNS, format_row, header_line, load_results
 
 ROOT = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("make_bench_results", ROOT / "fixtures" / "make_bench_results.py")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from elastic_bench.bench.significance import ALPHA, RULE, Stat, better, betainc, latency_differs, separable, t_sf_two_sided, welch_t
+from elastic_bench.report.significance import ALPHA, RULE, Stat, better, betainc, latency_differs, separable, t_sf_two_sided, welch_t
 
 
 def _t_sf_naive(t: float, df: float) -> float:

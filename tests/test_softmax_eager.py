@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from baselines.softmax import SoftmaxBackend, blocked_pairs
-from elastic_bench.bench.memory import measure_memory
+from elastic_bench.measure.memory import measure_memory
 
 
 def test_blocked_pairs_is_boolean_and_matches_the_rules():

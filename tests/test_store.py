@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from elastic_bench.bench.grammar import GrammarError
-from elastic_bench.bench.store import COLUMNS, ResultsStore, format_row, load_results, read_lines
+from elastic_bench.grammar import GrammarError
+from elastic_bench.store import COLUMNS, ResultsStore, format_row, load_results, read_lines
 
 EXPECTED_COLUMNS = [
     "run_id", "created_at", "git_sha", "host", "device", "device_name", "torch", "cuda", "triton",

@@ -8,12 +8,12 @@ import types
 import pytest
 import torch
 
-from elastic_bench.bench import sweep as sweep_mod
-from elastic_bench.bench import timer
-from elastic_bench.bench.cells import expand
-from elastic_bench.bench.gate import GateResult
-from elastic_bench.bench.memory import MemoryResult
-from elastic_bench.bench.spec import load_spec
+from elastic_bench.measure import engine as engine_mod
+from elastic_bench.measure import timer
+from elastic_bench.runs.cells import expand
+from elastic_bench.measure.gate import GateResult
+from elastic_bench.measure.memory import MemoryResult
+from elastic_bench.runs.spec import load_spec
 
 CPU = torch.device("cpu")
 
@@ -144,7 +144,7 @@ def test_engine_runs_every_step_of_a_cell_under_its_cuda_device(tmp_path, monkey
     spec = load_spec(dict(device="cpu", d_model=16, heads=2, layers=1, n_items=50, seq_len="16", batch="2", models="softmax",
                           causal="yes", out=str(tmp_path / "r.csv"), plot=False, repeats=3, min_time=0, warmup=1, process_repeats=1))
     (cell,) = expand(spec)
-    engine = sweep_mod.Engine(spec)
+    engine = engine_mod.Engine(spec)
     cuda.install(monkeypatch)
     engine.device = torch.device("cuda", 1)
     cell = dataclasses.replace(cell, device="cuda:1")
@@ -153,7 +153,7 @@ def test_engine_runs_every_step_of_a_cell_under_its_cuda_device(tmp_path, monkey
         cuda.note("gate")
         return GateResult(True, "fp32", 0.0, 1e-4, detail="eager", n=16)
 
-    real_build = sweep_mod.build_workload
+    real_build = engine_mod.build_workload
 
     def build(c, device):
         cuda.note("build")
@@ -172,10 +172,10 @@ def test_engine_runs_every_step_of_a_cell_under_its_cuda_device(tmp_path, monkey
         fn()
         return MemoryResult(1.0, 0.5, 2.0, "cuda-allocator")
 
-    monkeypatch.setattr(sweep_mod, "check_backend", gate)
-    monkeypatch.setattr(sweep_mod, "build_workload", build)
-    monkeypatch.setattr(sweep_mod, "measure_memory", memory)
-    monkeypatch.setattr(sweep_mod, "pass_flops", lambda *a: (1, "counter"))
+    monkeypatch.setattr(engine_mod, "check_backend", gate)
+    monkeypatch.setattr(engine_mod, "build_workload", build)
+    monkeypatch.setattr(engine_mod, "measure_memory", memory)
+    monkeypatch.setattr(engine_mod, "pass_flops", lambda *a: (1, "counter"))
     fields, _ = engine.run_cell(cell)
     assert fields["status"] == "ok", fields
     kinds = {w for w, _ in cuda.seen}

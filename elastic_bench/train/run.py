@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..bench.grammar import GrammarError, parse_memory_sizes
-from ..bench.store import ResultsStore
+from ..grammar import GrammarError, parse_memory_sizes
+from ..store import ResultsStore
 from ..data.formats import LoadOptions
 from ..data.resolve import load_dataset
 from ..environment import resolve_device

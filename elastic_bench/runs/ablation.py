@@ -2,8 +2,8 @@
 efficiency sweep of the same configurations, through the existing engines and store.
 
 Both halves append to **one** results CSV (default ``results/ablate-<axis>-<data>.csv``):
-``task=accuracy`` rows (:func:`~elastic_bench.bench.accuracy.run_accuracy_sweep`, one per
-model × value × seed) and ``task=efficiency`` rows (:func:`~elastic_bench.bench.sweep.run_sweep`,
+``task=accuracy`` rows (:func:`~elastic_bench.runs.accuracy.run_accuracy_sweep`, one per
+model × value × seed) and ``task=efficiency`` rows (:func:`~elastic_bench.runs.sweep.run_sweep`,
 one per model × value × length, ``infer`` by default).  Rows of the two halves join on
 model + resolved ``options`` + ``d_model``/``heads``/``layers`` (the options column holds every
 backend option, swept or default, sorted, in both halves); the efficiency half runs at the
@@ -12,7 +12,7 @@ Each half is resumable on its own (``config_hash``), so rerunning the command on
 missing cells.
 
 Caveat: the efficiency sweep's model uses the recommender defaults for what a
-:class:`~elastic_bench.bench.cells.Cell` does not describe (FFN ×4 with GELU, no L2 norm);
+:class:`~elastic_bench.runs.cells.Cell` does not describe (FFN ×4 with GELU, no L2 norm);
 a training preset with another FFN (``sasrec-ml1m``: ×1 ReLU) is timed with the default FFN.
 
 Example::
@@ -32,10 +32,10 @@ from typing import Any
 from rich.console import Console
 
 from ..train.config import TrainConfig
-from .ablation_axes import Axis, get_axis
+from ..report.ablation_axes import Axis, get_axis
 from .accuracy import AccuracySpec, run_accuracy_sweep
 from .accuracy_spec import accuracy_spec
-from .grammar import GrammarError
+from ..grammar import GrammarError
 from .spec import SweepSpec, load_spec, parse_option_axes
 
 
@@ -173,8 +173,8 @@ def run_ablation(
     run_sweep(spec.efficiency, console, progress=progress, launcher=launcher)
     if spec.dry_run or not spec.plot:
         return []
-    from .paper_figures import plot_ablation
-    from .store import load_results
+    from ..report.paper_figures import plot_ablation
+    from ..store import load_results
     from .sweep import default_report_dir
 
     out_dir = Path(report_dir) if report_dir else default_report_dir(spec.out)
@@ -184,7 +184,7 @@ def run_ablation(
 
 
 def describe_axes() -> str:
-    from .ablation_axes import AXES
+    from ..report.ablation_axes import AXES
 
     return "; ".join(f"{a.name} ({a.label})" for a in AXES.values())
 

@@ -172,7 +172,7 @@ class ResultsStore:
     def open(self) -> None:
         """Open for appending: create with a header, or cut a truncated last line.  A curated
         (git-tracked) file is refused while the source tree is dirty (:mod:`elastic_bench.provenance`)."""
-        from ..provenance import DirtyTreeError, check_curated_write
+        from .provenance import DirtyTreeError, check_curated_write
 
         try:
             check_curated_write(self.path)

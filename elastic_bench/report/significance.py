@@ -9,7 +9,7 @@ Two rules, one per kind of variance, never mixed:
   seed-to-seed variance of the trained model.
 - **Latency of one configuration** (:data:`LATENCY_RULE`): the 95 % bootstrap CI of the
   ratio of the two medians, from the raw timing samples (``latency_samples_ms``) of each
-  row, excludes 1 (:mod:`.bootstrap`; cluster bootstrap over repeat processes).  The
+  row, excludes 1 (:mod:`elastic_bench.measure.bootstrap`; cluster bootstrap over repeat processes).  The
   variance is the timing jitter of one seed's model.  Without raw samples on both sides
   there is no test, and nothing is called faster (:func:`latency_differs` returns None).
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .bootstrap import LEVEL, parse_samples, ratio_ci
+from ..measure.bootstrap import LEVEL, parse_samples, ratio_ci
 
 ALPHA = 0.05
 RULE = (

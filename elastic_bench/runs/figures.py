@@ -40,7 +40,7 @@ from typing import Any
 
 from rich.console import Console
 
-from .grammar import GrammarError
+from ..grammar import GrammarError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "figure_presets"
 PRESET_KEYS = {"name", "description", "data", "data_dir", "train_preset", "train", "seeds", "device", "main", "efficiency",
@@ -235,11 +235,11 @@ def run_preset_cells(preset: FigurePreset, console: Console, progress: bool = Tr
 
 def build_figures(preset: FigurePreset, out_dir: Path, console: Console | None = None) -> tuple[list[Path], dict[str, str]]:
     """Every figure and the table from the preset's CSVs alone; returns (files, table name -> path)."""
-    from .accuracy_plots import plot_accuracy
-    from .latex import results_table
-    from .paper_figures import plot_ablation, plot_claim_check, plot_pareto
-    from .plots import plot_results
-    from .store import load_results
+    from ..report.accuracy_plots import plot_accuracy
+    from ..report.latex import results_table
+    from ..report.paper_figures import plot_ablation, plot_claim_check, plot_pareto
+    from ..report.plots import plot_results
+    from ..store import load_results
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
@@ -272,7 +272,7 @@ def build_figures(preset: FigurePreset, out_dir: Path, console: Console | None =
         df = load_results(path)
         files += plot_ablation(df, ab["axis"], out_dir)
         try:
-            from .latex import results_table
+            from ..report.latex import results_table
 
             tex = results_table(df, caption=f"Ablation of {ab['axis']} ({preset.name})", label=f"tab:{preset.name}-ablate-{ab['axis']}")
             (out_dir / f"ablate-{ab['axis']}.tex").write_text(tex)

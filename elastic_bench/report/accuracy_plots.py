@@ -21,8 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .compare import _keep, _parse_options  # noqa: E402
-from .plots import _log2_x, _save  # noqa: E402
-from .store import load_results  # noqa: E402
+from .figure_kit import _log2_x, _save  # noqa: E402
+from ..store import load_results  # noqa: E402
 
 METRICS = ("ndcg@10", "hr@10")
 

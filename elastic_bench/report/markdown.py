@@ -43,9 +43,10 @@ import numpy as np
 import pandas as pd
 
 from .accounting import flops_is_partial, flops_label, format_flops
-from .bootstrap import parse_samples, ratio_ci
-from .compare import MATCH_KEYS, has_samples, is_exact, is_flash_class, is_floor, match_key, provenance_mismatches
-from .plots import PASS_ORDER, ci_note, efficiency_rows, figure_groups, footnote, plot_results
+from ..measure.bootstrap import parse_samples, ratio_ci
+from .compare import MATCH_KEYS, is_exact, is_flash_class, is_floor, match_key, provenance_mismatches
+from .figure_kit import PASS_ORDER, ci_note, efficiency_rows, figure_groups, footnote
+from .plots import plot_results
 
 CLAIM_MEMORY = 0.90  # "up to 90 % less GPU memory"
 CLAIM_SPEEDUP = 2.7  # "×2.7 inference speed-up"

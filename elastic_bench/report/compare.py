@@ -33,7 +33,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .bootstrap import median_ci, parse_samples, ratio_ci
+from ..measure.bootstrap import median_ci, parse_samples, ratio_ci
 
 PROVENANCE_KEYS = ("git_sha", "torch")
 MATCH_KEYS = (

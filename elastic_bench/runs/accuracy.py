@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 import uuid
 from collections import Counter
@@ -33,17 +32,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from ..data.resolve import load_dataset
 from ..environment import resolve_device
-from ..launch import is_remote
+from ..grammar import GrammarError
+from ..store import ResultsStore
 from ..train.config import TrainConfig
-from ..train.isolated import train_isolated
-from ..train.rows import accuracy_row, base_row
-from ..train.trainer import train
+from ..train.rows import base_row
 from .cells import backend_info, option_combos
-from .grammar import GrammarError
-from .store import ResultsStore
-from .sweep import free_memory, is_oom, make_progress
+from .launch import is_remote
+from .sweep import make_progress
+from .train_cell import train_cell
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,7 @@ def print_accuracy_plan(cells: list[TrainConfig], done: dict[str, str], spec: Ac
 
 
 def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progress: bool = True, launcher: Any = None) -> AccuracyResult:
-    """Train the missing cells of ``spec`` here or on ``launcher`` (:mod:`elastic_bench.launch`);
+    """Train the missing cells of ``spec`` here or on ``launcher`` (:mod:`elastic_bench.runs.launch`);
     this process appends every row."""
     console = console or Console()
     cells = expand_accuracy(spec)
@@ -161,22 +158,12 @@ def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progr
         torch.set_num_threads(threads_before)
     console.print(f"[bold]Done:[/] {result.ran} rows ({', '.join(f'{k} {v}' for k, v in sorted(result.statuses.items()))}) -> {spec.out}")
     if spec.plot:
-        from .accuracy_plots import plot_accuracy
+        from ..report.accuracy_plots import plot_accuracy
         from .sweep import default_report_dir
 
         files = plot_accuracy([spec.out], default_report_dir(spec.out))
         console.print(f"plots: {sum(1 for f in files if f.suffix == '.png')} figures in {default_report_dir(spec.out)}/")
     return result
-
-
-def write_run_json(path: Path, result: Any, run_id: str) -> Path:
-    """A finished run's summary and epoch history (what ``elastic-bench train`` writes beside its CSV)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    summary = {"run_id": run_id, "config": result.config.to_dict(), "config_hash": result.config.config_hash(), **result.summary(), "history": result.history}
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(summary, indent=1, default=str))
-    tmp.replace(path)
-    return path
 
 
 def _label(cfg: TrainConfig) -> str:
@@ -187,15 +174,15 @@ def _local_rows(todo: list[TrainConfig], spec: AccuracySpec, datasets: dict[str,
     for cfg in todo:
         on_start(cfg)
         t0 = time.perf_counter()
-        row = _run_cell(cfg, spec, datasets, run_id, device)
+        row = train_cell(cfg, spec, datasets, run_id, device)
         row["wall_s"] = round(time.perf_counter() - t0, 1)
         yield cfg, row
 
 
 def _remote_rows(todo: list[TrainConfig], spec: AccuracySpec, run_id: str, launcher: Any) -> Iterator[tuple[TrainConfig, dict[str, Any]]]:
     """Every cell a task of its own (one GPU each on CUDA, else one CPU); rows as they finish."""
-    from ..launch import Job
-    from .remote_tasks import accuracy_task
+    from .launch import Job
+    from .tasks import accuracy_task
     from .sweep import launcher_failure
 
     # workers may start elsewhere: give them absolute paths
@@ -214,36 +201,3 @@ def _absolute_data(cfg: TrainConfig) -> str | None:
     a worker may not share this process's working directory."""
     p = Path(cfg.data)
     return str(p.resolve()) if p.is_file() else None
-
-
-def _failure_row(cfg: TrainConfig, run_id: str, status: str, reason: str) -> dict[str, Any]:
-    return {**base_row(cfg, run_id), "status": status, "reason": reason[:500]}
-
-
-def _run_cell(cfg: TrainConfig, spec: AccuracySpec, datasets: dict[str, Any], run_id: str, device: torch.device) -> dict[str, Any]:
-    info = backend_info(cfg.model)
-    if info.cls is None:
-        return _failure_row(cfg, run_id, f"skipped:{info.load_error}", "")
-    causal = info.cls.capabilities.causal
-    why = info.cls.unavailable_reason(device, torch.float32, causal=causal, head_dim=cfg.d_model // cfg.heads, padding=True)
-    if why:
-        return _failure_row(cfg, run_id, f"skipped:{why}", "")
-    try:
-        if cfg.data not in datasets:
-            datasets[cfg.data] = load_dataset(cfg.data, spec.data_dir)
-        ckpt = Path(spec.checkpoint_dir) / f"{cfg.config_hash()}.pt" if spec.checkpoint_dir else None
-        if ckpt is not None:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-        run = train_isolated if device.type == "cpu" and spec.isolate else train
-        res = run(cfg, datasets[cfg.data], ckpt)
-        row = accuracy_row(res, run_id)
-        if spec.runs_dir:
-            write_run_json(Path(spec.runs_dir) / f"{cfg.model}-{cfg.config_hash()}.json", res, run_id)
-        if ckpt is not None:
-            ckpt.unlink(missing_ok=True)  # the row and the JSON hold what it was for
-        return row
-    except Exception as exc:  # noqa: BLE001 - every failure is a row
-        status = "oom" if is_oom(exc) else f"error:{type(exc).__name__}"
-        exc.__traceback__ = None
-        free_memory(device)
-        return _failure_row(cfg, run_id, status, str(exc))

@@ -11,7 +11,7 @@ For every (level, device, dtype) group with ``serve`` / ``serve_step`` rows (sta
 
 Series are ``model (causality)`` plus the path of the step (``kv-cache``, ``running-state``,
 ``recompute``), from ``backend_detail``.  Each figure is PNG + PDF + the CSV subset beside it, with
-the footnote of :func:`.plots.footnote`.  No serving rows: no figure (:func:`plot_serving` returns
+the footnote of :func:`.figure_kit.footnote`.  No serving rows: no figure (:func:`plot_serving` returns
 ``[]``; the caller says so).
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .compare import series_labels
-from .plots import _lines, _log2_x, _save, figure_groups, footnote, plt
+from .figure_kit import _lines, _log2_x, _save, figure_groups, footnote, plt
 
 SERVING = ("serve", "serve_step")
 

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from .compare import _parse_options
-from .grammar import GrammarError, parse_int_axis, parse_memory_sizes, parse_name_list
+from ..grammar import GrammarError, parse_int_axis, parse_memory_sizes, parse_name_list
 
 CAUSAL_ALIASES = {"elastic": "elastic", "noncausal": "elastic", "false": "elastic", "elastic-causal": "elastic-causal",
                   "causal": "elastic-causal", "true": "elastic-causal"}  # fmt: skip
@@ -96,7 +96,7 @@ def axis_values(df: pd.DataFrame, axis: str | Axis) -> pd.Series:
 
 
 def value_label(v: Any) -> str:
-    from .grammar import human_int
+    from ..grammar import human_int
 
     if isinstance(v, float) and v == int(v):
         v = int(v)

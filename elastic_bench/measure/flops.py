@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from .cells import BACKWARD_PASSES, Cell
+from .cell import BACKWARD_PASSES, Cell
 
 BWD_OVER_FWD = 2.5
 _aten = torch.ops.aten

@@ -3,7 +3,7 @@
 Every option has a device-dependent default (see :data:`CPU_DEFAULTS` / :data:`GPU_DEFAULTS`),
 a ``--config sweep.yaml`` file may set any of them (same names, ``-`` or ``_``), and options
 given on the command line override the file.  All input is validated here, before anything
-runs or is written; a problem raises :class:`~elastic_bench.bench.grammar.GrammarError`
+runs or is written; a problem raises :class:`~elastic_bench.grammar.GrammarError`
 (one line naming the argument and the accepted forms; the CLI exits with code 2).
 
 Example ``sweep.yaml``::
@@ -27,11 +27,11 @@ import torch
 from .. import registry
 from ..attention import DTYPE_NAMES
 from ..environment import resolve_device
-from .cells import SERVE_BATCHES, SERVING_PASSES, backend_info
-from .grammar import GrammarError, human_int, parse_float, parse_int_axis, parse_memory_sizes, parse_name_list, parse_number
+from ..measure.cell import SERVE_BATCHES, SERVING_PASSES, backend_info
+from ..grammar import GrammarError, human_int, parse_float, parse_int_axis, parse_memory_sizes, parse_name_list, parse_number
 
 # infer = the throughput regime (every position, large batches); serve / serve_step = the serving
-# regime (last query only / one appended interaction, serving batches): see bench/passes.py
+# regime (last query only / one appended interaction, serving batches): see elastic_bench/measure/passes.py
 PASSES = ("infer", "fwd", "fwd_bwd", "train_step", "serve", "serve_step")
 LEVELS = ("model", "op")
 OBJECTIVES = ("auto", "all", "last")

@@ -12,7 +12,7 @@ from typing import Any
 from ..environment import resolve_device
 from ..presets import train_preset
 from .accuracy import AccuracySpec
-from .grammar import GrammarError, parse_float, parse_int_axis, parse_memory_sizes
+from ..grammar import GrammarError, parse_float, parse_int_axis, parse_memory_sizes
 from .spec import parse_option_axes, resolve_models
 
 DEFAULT_MODELS = ("softmax", "elastic", "elastic-causal")

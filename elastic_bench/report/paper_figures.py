@@ -47,10 +47,10 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from .ablation_axes import Axis, axis_values, get_axis, value_label  # noqa: E402
 from .accounting import flops_is_partial, flops_label, with_accounting  # noqa: E402
-from .bootstrap import parse_samples, ratio_ci  # noqa: E402
+from ..measure.bootstrap import parse_samples, ratio_ci  # noqa: E402
 from .compare import MATCH_KEYS, _keep, _parse_options, causal_value, causality_text, is_exact, with_latency_ci  # noqa: E402
-from .plots import _log2_x, _save, footnote  # noqa: E402
-from .report import CLAIM_MEMORY, CLAIM_SPEEDUP, CPU_NOTE, is_elastic  # noqa: E402
+from .figure_kit import _log2_x, _save, footnote  # noqa: E402
+from .markdown import CLAIM_MEMORY, CLAIM_SPEEDUP, CPU_NOTE, is_elastic  # noqa: E402
 
 CONFIG_KEYS = ("model", "options", "d_model", "heads", "layers")
 METRIC = "ndcg@10"
@@ -236,7 +236,7 @@ def ablation_data(df: pd.DataFrame, axis: str | Axis, metric: str = METRIC) -> t
 
 def _latency_note(e: pd.DataFrame, n: int | None) -> str:
     """Footnote of a figure with accuracy and latency: which variance each error bar is."""
-    from .plots import ci_note
+    from .figure_kit import ci_note
 
     parts = ["accuracy bars: std over seeds (seed variance)"]
     if not e.empty:
@@ -509,7 +509,7 @@ def plot_claim_check(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         fig.suptitle(title + (f"\n{CPU_NOTE}" if cpu else ""), fontsize=10, color="black")
         rows = df[(df["task"] == "efficiency") & (df["status"] == "ok") & (df["pass"] == "infer")]
         rows = rows[rows["dtype"] == dtype]
-        from .plots import ci_note
+        from .figure_kit import ci_note
 
         extra = "comparisons only between rows of the same causality and match keys · " + ci_note(rows, "speed-up bars (ratio of medians)")
         alone = sorted({f"{m} ({c})" for (m, c), g in sub.groupby(["model", "causality"]) if g[["speedup_vs_softmax", "speedup_vs_exact"]].isna().all().all()})

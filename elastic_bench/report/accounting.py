@@ -16,7 +16,7 @@ derived columns are added at plot/table time from the columns every row already 
                       batch and length (:func:`elastic_forward_flops`), on model-level
                       ``infer``/``fwd`` efficiency rows; empty for other rows and models.
 
-How a row's ``flops`` was obtained is its ``flops_method`` (:mod:`.flops`); every figure or table
+How a row's ``flops`` was obtained is its ``flops_method`` (:mod:`elastic_bench.measure.flops`); every figure or table
 that shows FLOPs or TFLOP/s names it with :func:`flops_label` / :func:`format_flops`, and a
 ``partial`` count (a lower bound: the counter was blind to some kernel) is never shown as
 complete: it is written ``≥ value (partial)``.

@@ -1,5 +1,9 @@
 """The functions a remote launcher's workers run: one cell in, one results row out.
 
+The sweep and the accuracy sweep hand these functions to the launcher; they import the
+measuring engine (:mod:`elastic_bench.measure.engine`) and the training of one cell
+(:mod:`.train_cell`), never the sweeps that call them.
+
 They are module-level (Ray imports them by name on the worker, which must have
 elastic-bench installed) and keep per-process caches, so a worker that runs many cells
 builds its correctness-gate cache and loads a dataset once.  They never raise for a
@@ -27,7 +31,7 @@ def worker_device(device: str) -> str:
 def efficiency_task(payload: tuple[Any, Any, str]) -> dict[str, Any]:
     """``(spec, cell, run_id)`` -> the cell's row, measured in this worker process."""
     from ..environment import environment
-    from .sweep import Engine, measure_row
+    from ..measure.engine import Engine, measure_row
 
     spec, cell, run_id = payload
     spec = dataclasses.replace(spec, device=worker_device(spec.device))
@@ -35,7 +39,7 @@ def efficiency_task(payload: tuple[Any, Any, str]) -> dict[str, Any]:
         torch.set_num_threads(spec.threads)
     env = environment(spec.device_type)
     if cell.device_name and env["device_name"] and cell.device_name != env["device_name"]:
-        from .sweep import base_row
+        from ..measure.engine import base_row
 
         why = f"skipped:device mismatch (cell planned for {cell.device_name}, worker on {os.uname().nodename} has {env['device_name']})"
         return {**base_row(cell, run_id, env, None), "status": why}
@@ -50,13 +54,13 @@ def accuracy_task(payload: tuple[Any, Any, str, str | None]) -> dict[str, Any]:
     """``(train config, accuracy spec, run_id, absolute data path or None)`` -> the trained cell's row."""
     from ..data.resolve import load_dataset
     from ..environment import resolve_device
-    from .accuracy import _run_cell
+    from .train_cell import train_cell
 
     cfg, spec, run_id, data_path = payload
     if data_path and cfg.data not in _DATASETS:  # the config (and its hash) keep the user's spelling
         _DATASETS[cfg.data] = load_dataset(data_path, spec.data_dir)
     cfg = dataclasses.replace(cfg, device=worker_device(cfg.device))
     t0 = time.perf_counter()
-    row = _run_cell(cfg, spec, _DATASETS, run_id, resolve_device(cfg.device))
+    row = train_cell(cfg, spec, _DATASETS, run_id, resolve_device(cfg.device))
     row["wall_s"] = round(time.perf_counter() - t0, 1)
     return row

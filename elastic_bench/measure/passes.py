@@ -9,7 +9,7 @@ Passes (each a separate metric):
 - ``serve``       the **serving regime** (model level only): ``model.serve(items)``, the last
                   real position computed as a server would, every position in layers 1..L-1
                   and the last query only in layer L (:mod:`elastic_bench.serving`); inference
-                  mode; serving batches (``--batch``, default 1: :data:`~.cells.SERVE_BATCHES`).
+                  mode; serving batches (``--batch``, default 1: :data:`~.cell.SERVE_BATCHES`).
 - ``serve_step``  one appended interaction (model level only): ``model.serve_step(state, item)``
                   from a per-user state built, untimed, from a history of ``seq_len`` items
                   (KV cache, running state, or recompute: ``backend_detail`` names the path, see
@@ -27,7 +27,7 @@ to the cell's dtype (a served model); the autograd passes (``fwd``, ``fwd_bwd``,
 (and AdamW state) and run under ``torch.autocast`` in the cell's dtype when it is 16-bit, as
 the trainer does (mixed precision).  :func:`precision` names the regime; it is written to the
 row's ``precision`` column.  Dropout is the cell's (``--dropout auto``: the training presets'
-0.2 in backward passes, see :data:`~elastic_bench.bench.cells.TRAIN_DROPOUT`).
+0.2 in backward passes, see :data:`~elastic_bench.measure.cell.TRAIN_DROPOUT`).
 
 Model level: the whole :class:`~elastic_bench.recommender.SeqRecModel` with the cell's
 backend; the loss is :func:`elastic_bench.losses.next_item_loss` (full softmax over the
@@ -55,7 +55,7 @@ from ..attention import DTYPE_NAMES
 from ..losses import next_item_loss
 from ..recommender import ModelConfig, SeqRecModel
 from ..serving import ServingState, state_bytes
-from .cells import SERVING_PASSES, Cell
+from .cell import SERVING_PASSES, Cell
 
 HALF = (torch.float16, torch.bfloat16)
 AUTOGRAD_PASSES = ("fwd", "fwd_bwd", "train_step")

@@ -15,7 +15,7 @@ The row of a headline cell pools its repeats:
 - ``latency_samples_ms`` keeps every sample, ``;`` within a repeat and ``|`` between
   repeats; ``latency_ms_p50/p20/p80/p99`` are quantiles of the pooled samples, and
   ``latency_ms_ci_lo/hi`` the 95 % cluster-bootstrap interval of the median
-  (:func:`~elastic_bench.bench.bootstrap.median_ci`), which covers process-to-process
+  (:func:`~elastic_bench.measure.bootstrap.median_ci`), which covers process-to-process
   spread as well as jitter;
 - ``n_samples`` is the total and ``n_repeats`` the number of processes;
 - memory, FLOPs and the gate come from the first repeat (they do not vary by process);
@@ -33,15 +33,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .bootstrap import median_ci, parse_samples
-from .cells import Cell
-from .timer import quantile
+from ..measure.cell import Cell
+from ..measure.engine import Engine, base_row, measure_row
+from ..measure.samples import format_samples, pool_rows, timing_fields  # noqa: F401 - re-exported
 
 DEFAULT_PROCESS_REPEATS = 3
 
@@ -53,45 +52,6 @@ def headline(cells: Iterable[Cell]) -> list[Cell]:
         return []
     longest = max(c.seq_len for c in cells)
     return [c for c in cells if c.seq_len == longest]
-
-
-def format_samples(groups: list[list[float]]) -> str:
-    """``[[1.0, 1.1], [1.2]]`` -> ``"1.0;1.1|1.2"`` (4 significant digits)."""
-    return "|".join(";".join(f"{v:.4g}" for v in g) for g in groups if g)
-
-
-def timing_fields(groups: list[list[float]]) -> dict[str, Any]:
-    """The latency columns of a row from its samples, one list per process repeat."""
-    pooled = sorted(v for g in groups for v in g)
-    if not pooled:
-        return {}
-    text = format_samples(groups)
-    samples, ids = parse_samples(text)
-    lo, hi = median_ci(samples, ids)
-    return {
-        "latency_ms_p50": statistics.median(pooled),
-        "latency_ms_p20": quantile(pooled, 0.2),
-        "latency_ms_p80": quantile(pooled, 0.8),
-        "latency_ms_p99": quantile(pooled, 0.99),
-        "latency_ms_ci_lo": lo,
-        "latency_ms_ci_hi": hi,
-        "latency_samples_ms": text,
-        "n_samples": len(pooled),
-        "n_repeats": sum(1 for g in groups if g),
-    }
-
-
-def pool_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One row from the rows of a cell's repeats (module docstring)."""
-    for r in rows:
-        if r.get("status") != "ok":
-            return {**r, "n_repeats": len(rows)}
-    groups = [[float(v) for v in str(r.get("latency_samples_ms") or "").replace("|", ";").split(";") if v] for r in rows]
-    first = rows[0]
-    out = {**first, **timing_fields(groups), "wall_s": round(sum(float(r.get("wall_s") or 0) for r in rows), 3)}
-    if out.get("latency_ms_p50"):
-        out["tokens_per_s"] = first["batch"] * first["seq_len"] / (out["latency_ms_p50"] / 1e3)
-    return out
 
 
 class RepeatLog:
@@ -145,8 +105,6 @@ def isolated_task(payload: tuple[Any, Cell, str, dict[str, str]]) -> dict[str, A
     every row of one run carries the same provenance, ``git_sha`` included."""
     import torch
 
-    from .sweep import Engine, measure_row
-
     spec, cell, run_id, env = payload
     if spec.threads and spec.device_type == "cpu":
         torch.set_num_threads(spec.threads)
@@ -157,7 +115,7 @@ class ProcessPerRound:
     """Runs :func:`isolated_task` in one fresh worker process per round (a new one when the
     round changes); use as a context manager so the last worker is closed.
 
-    The worker is ``python -m elastic_bench.bench.repeats`` talking pickles over its stdin and
+    The worker is ``python -m elastic_bench.runs.repeats`` talking pickles over its stdin and
     stdout, not :mod:`multiprocessing`: a ``spawn`` start re-imports the caller's ``__main__``,
     which re-runs a user's script that has no ``if __name__ == "__main__"`` guard."""
 
@@ -205,8 +163,6 @@ class ProcessPerRound:
 
 def cell_identity(cell: Cell, run_id: str, env: dict[str, str]) -> dict[str, Any]:
     """The row fields of ``cell`` that need no measurement (a row for a lost worker)."""
-    from .sweep import base_row
-
     return base_row(cell, run_id, env, None)
 
 

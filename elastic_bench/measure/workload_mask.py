@@ -23,7 +23,7 @@ from torch import Tensor
 
 
 def workload_mask(work: Any) -> Tensor | None:
-    """The mask every call of ``work`` (a :class:`~elastic_bench.bench.passes.Workload`) sees:
+    """The mask every call of ``work`` (a :class:`~elastic_bench.measure.passes.Workload`) sees:
     its ``mask`` attribute when it has one, else its first boolean input (op level), else
     ``items != 0`` of its first input (model level); ``None`` when there is none of these."""
     mask = getattr(work, "mask", None)

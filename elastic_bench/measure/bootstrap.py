@@ -16,7 +16,7 @@ processes.  :func:`parse_samples` reads that text back into ``(samples, groups)`
 Fewer than two samples on a side give no interval (``nan``): one sample says nothing about
 its spread, and an empty one nothing at all.  The variance these intervals describe is the
 timing jitter of one configuration and one seed (one build of the model); seed-to-seed
-variance of accuracy is a different quantity (:mod:`.significance`).
+variance of accuracy is a different quantity (:mod:`elastic_bench.report.significance`).
 
 Example::
 

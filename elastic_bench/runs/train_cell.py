@@ -1,0 +1,64 @@
+"""One cell of an accuracy sweep: train it (in a fresh process on the CPU, checkpointed when
+the sweep asks), and turn the result or the failure into its results row.  Both the local
+sweep (:mod:`.accuracy`) and a launcher's workers (:func:`.tasks.accuracy_task`) run it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.resolve import load_dataset
+from ..measure.cell import backend_info
+from ..measure.engine import free_memory, is_oom
+from ..train.config import TrainConfig
+from ..train.isolated import train_isolated
+from ..train.rows import accuracy_row, base_row
+from ..train.trainer import train
+
+
+def write_run_json(path: Path, result: Any, run_id: str) -> Path:
+    """A finished run's summary and epoch history (what ``elastic-bench train`` writes beside its CSV)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary = {"run_id": run_id, "config": result.config.to_dict(), "config_hash": result.config.config_hash(), **result.summary(), "history": result.history}
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(summary, indent=1, default=str))
+    tmp.replace(path)
+    return path
+
+
+def _failure_row(cfg: TrainConfig, run_id: str, status: str, reason: str) -> dict[str, Any]:
+    return {**base_row(cfg, run_id), "status": status, "reason": reason[:500]}
+
+
+def train_cell(cfg: TrainConfig, spec: Any, datasets: dict[str, Any], run_id: str, device: torch.device) -> dict[str, Any]:
+    """The results row of one training cell of an accuracy sweep (``spec``: its
+    :class:`~.accuracy.AccuracySpec`); every failure is a row."""
+    info = backend_info(cfg.model)
+    if info.cls is None:
+        return _failure_row(cfg, run_id, f"skipped:{info.load_error}", "")
+    causal = info.cls.capabilities.causal
+    why = info.cls.unavailable_reason(device, torch.float32, causal=causal, head_dim=cfg.d_model // cfg.heads, padding=True)
+    if why:
+        return _failure_row(cfg, run_id, f"skipped:{why}", "")
+    try:
+        if cfg.data not in datasets:
+            datasets[cfg.data] = load_dataset(cfg.data, spec.data_dir)
+        ckpt = Path(spec.checkpoint_dir) / f"{cfg.config_hash()}.pt" if spec.checkpoint_dir else None
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+        run = train_isolated if device.type == "cpu" and spec.isolate else train
+        res = run(cfg, datasets[cfg.data], ckpt)
+        row = accuracy_row(res, run_id)
+        if spec.runs_dir:
+            write_run_json(Path(spec.runs_dir) / f"{cfg.model}-{cfg.config_hash()}.json", res, run_id)
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)  # the row and the JSON hold what it was for
+        return row
+    except Exception as exc:  # noqa: BLE001 - every failure is a row
+        status = "oom" if is_oom(exc) else f"error:{type(exc).__name__}"
+        exc.__traceback__ = None
+        free_memory(device)
+        return _failure_row(cfg, run_id, status, str(exc))
