@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from elastic_bench import registry
-from elastic_bench.bench.accuracy import run_accuracy_sweep
-from elastic_bench.bench.accuracy_spec import accuracy_spec
+from elastic_bench.runs.accuracy import run_accuracy_sweep
+from elastic_bench.runs.accuracy_spec import accuracy_spec
 from elastic_bench.data.resolve import load_dataset
 from elastic_bench.train.config import TrainConfig
 from elastic_bench.train.isolated import Zygote, _child, _exit_reason, _importable
@@ -76,7 +76,7 @@ def test_an_isolated_runs_error_comes_back_with_its_type(tmp_path):
     # the child's side, run here: the error is pickled whole (train_isolated raises it again)
     cfg = TrainConfig(model="elastic", data=DATA, epochs=1, d_model=16, max_len=16, device="cpu", objective="all")
     inp, out = tmp_path / "in.pkl", tmp_path / "out.pkl"
-    inp.write_bytes(pickle.dumps((cfg, load_dataset(DATA, None), 1, registry.get("elastic"))))
+    inp.write_bytes(pickle.dumps((cfg, load_dataset(DATA, None), 1, registry.get("elastic"), None)))  # + checkpoint
     _child(inp, out)
     kind, exc = pickle.loads(out.read_bytes())
     assert kind == "error" and isinstance(exc, ValueError) and "causal" in str(exc)

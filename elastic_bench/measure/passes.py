@@ -20,7 +20,7 @@ Passes (each a separate metric):
                   :func:`elastic_bench.serving.state_bytes`).
 - ``fwd``         the same forward with autograd on (train mode; the graph is then dropped).
 - ``fwd_bwd``     forward, loss, backward (one timed call).
-- ``train_step``  forward, loss, backward and an AdamW step.
+- ``train_step``  forward, loss, backward and an AdamW step (SparseAdam for a memory bank with sparse gradients).
 
 Precision, as people run each regime: ``infer``, ``serve`` and ``serve_step`` cast the weights
 to the cell's dtype (a served model); the autograd passes (``fwd``, ``fwd_bwd``, ``train_step``) keep fp32 weights
@@ -84,6 +84,33 @@ def _autocast(cell: Cell, device: torch.device, fn: Callable[[], Any]) -> Callab
     return call
 
 
+class StepOptimizer:
+    """The optimizer of a ``train_step`` cell, as the trainer builds it
+    (:func:`elastic_bench.train.trainer.make_optimizers`): AdamW for the dense parameters and
+    SparseAdam for an embedding with sparse gradients (ELASTIC's memory bank with
+    ``sparse_grad=True``), whose update touches only the rows a step looked up."""
+
+    def __init__(self, module: nn.Module, lr: float = 1e-3):
+        sparse = [m.weight for m in module.modules() if isinstance(m, nn.Embedding) and m.sparse]
+        ids = {id(p) for p in sparse}
+        dense = [p for p in module.parameters() if id(p) not in ids]
+        self.optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense, lr=lr)]
+        if sparse:
+            self.optimizers.append(torch.optim.SparseAdam(sparse, lr=lr))
+
+    @property
+    def state(self) -> dict[Any, Any]:
+        return {k: v for o in self.optimizers for k, v in o.state.items()}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+
 @dataclass
 class Workload:
     """One cell, ready to run: ``run()`` is one pass; ``reset()`` drops gradients (untimed)."""
@@ -91,7 +118,7 @@ class Workload:
     run: Callable[[], Any]
     module: nn.Module
     inputs: list[Tensor]
-    optimizer: torch.optim.Optimizer | None = None
+    optimizer: StepOptimizer | None = None
     forward: Callable[[], Any] | None = None  # a forward-only call (FLOP counting), untimed
     detail: Callable[[], str] | None = None  # the path of the last call, when the module's own does not say it
     fields: dict[str, Any] | None = None  # extra row fields (serve_step: the state's size)
@@ -217,7 +244,7 @@ def _model_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: tor
     model = SeqRecModel(_model_config(cell, cell.seq_len)).to(device=device, dtype=dtype)
     items, t_all, t_last = (t.to(device) for t in model_inputs(cell, g))
     targets = t_all if cell.objective == "all" else t_last
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3) if cell.pass_ == "train_step" else None
+    opt = StepOptimizer(model) if cell.pass_ == "train_step" else None
 
     def infer() -> Tensor:
         with torch.inference_mode():
@@ -251,7 +278,7 @@ def _op_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: torch.
     grad = (torch.randn(cell.batch, cell.seq_len, cell.d_model, generator=g) * mask[..., None]).to(device=device, dtype=act)
     mask = mask.to(device)
     x_req = x.detach().clone().requires_grad_(True)
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-3) if cell.pass_ == "train_step" else None
+    opt = StepOptimizer(module) if cell.pass_ == "train_step" else None
 
     def infer() -> Tensor:
         with torch.inference_mode():
