@@ -76,6 +76,22 @@ TRAIN_PRESETS: dict[str, tuple[str, TrainConfig]] = {
 PRESETS: dict[str, str] = {name: desc for name, (desc, _) in TRAIN_PRESETS.items()}
 
 
+# what a run must share with the published setting for its figures to sit beside the reference
+# (the stopping rules, seed, device and evaluation batch may differ)
+PUBLISHED_PROTOCOL_FIELDS = ("model", "data", "max_len", "d_model", "heads", "layers", "dropout", "ffn_mult", "ffn_act", "block", "l2_norm",
+                             "options", "objective", "loss", "negatives", "negatives_per", "temperature", "batch_size", "lr", "weight_decay",
+                             "adam_beta2", "warmup_steps", "clip", "eval", "exclude_history", "train_on_valid")  # fmt: skip
+
+
+def published_reference(cfg: TrainConfig) -> dict[str, float] | None:
+    """The published figures a run of ``cfg`` reproduces, or None when its model, dataset or
+    protocol differ from the published one (``sasrec-ml1m``: SASRec on ML-1M, full ranking with
+    the input window removed, the validation item trained on, test at the last epoch)."""
+    ref = TRAIN_PRESETS["sasrec-ml1m"][1]
+    same = all(getattr(cfg, f) == getattr(ref, f) for f in PUBLISHED_PROTOCOL_FIELDS if f != "objective")
+    return dict(SASREC_ML1M_REFERENCE) if same and cfg.objective in ("auto", "all") else None
+
+
 def train_preset(name: str, model: str | None = None) -> TrainConfig:
     if name not in TRAIN_PRESETS:
         raise ValueError(f"--preset {name}: unknown; presets: {', '.join(TRAIN_PRESETS)}")

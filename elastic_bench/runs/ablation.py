@@ -164,7 +164,7 @@ def run_ablation(
     Returns the figure files written (none with ``dry_run`` or ``plot=False``)."""
     from .sweep import run_sweep
 
-    console = console or Console()
+    console = console or Console(emoji=False)
     console.rule(f"[bold]ablation {spec.axis.name}[/] = {', '.join(str(v) for v in spec.values)} -> {spec.out}")
     console.print("[bold]accuracy half[/]")
     for a in spec.accuracy:

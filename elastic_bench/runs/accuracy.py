@@ -30,6 +30,7 @@ from typing import Any, Iterator
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..environment import resolve_device
@@ -90,11 +91,11 @@ def expand_accuracy(spec: AccuracySpec) -> list[TrainConfig]:
 def print_accuracy_plan(cells: list[TrainConfig], done: dict[str, str], spec: AccuracySpec, console: Console) -> None:
     swept = {name for name, _ in spec.option_axes}
     todo = sum(1 for c in cells if c.config_hash() not in done)
-    console.print(f"[bold]Accuracy grid:[/] {len(cells)} cells on {spec.base.data} — {todo} to run, {len(cells) - todo} already in {spec.out}")
+    console.print(f"[bold]Accuracy grid:[/] {len(cells)} cells on {escape(spec.base.data)} — {todo} to run, {len(cells) - todo} already in {spec.out}")
     b = spec.base
     console.print(
         f"[dim]every cell: d={b.d_model} h={b.heads} L={b.layers} loss={b.loss} epochs≤{b.epochs} batch={b.batch_size} "
-        f"lr={b.lr} eval={b.eval}[/]"
+        f"lr={b.lr} eval={escape(b.eval)}[/]"
     )
     table = Table(header_style="bold")
     for col in ("#", "model", "options", "max_len", "seed", "state"):
@@ -110,7 +111,7 @@ def print_accuracy_plan(cells: list[TrainConfig], done: dict[str, str], spec: Ac
 def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progress: bool = True, launcher: Any = None) -> AccuracyResult:
     """Train the missing cells of ``spec`` here or on ``launcher`` (:mod:`elastic_bench.runs.launch`);
     this process appends every row."""
-    console = console or Console()
+    console = console or Console(emoji=False)
     cells = expand_accuracy(spec)
     if not cells:
         raise GrammarError("--models: nothing to run")

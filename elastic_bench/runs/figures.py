@@ -44,7 +44,7 @@ from ..grammar import GrammarError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "figure_presets"
 PRESET_KEYS = {"name", "description", "data", "data_dir", "train_preset", "train", "seeds", "device", "main", "efficiency",
-               "ablations", "table", "results_dir", "serving", "accuracy", "threads"}  # fmt: skip
+               "ablations", "table", "results_dir", "serving", "accuracy", "threads", "sweeps", "verdict"}  # fmt: skip
 # serving: {models, seq_len, batch, pass}: serve / serve_step sweeps into main.csv (README "Serving")
 SERVING_KEYS = {"models", "seq_len", "batch", "pass"}
 MAIN_KEYS = {"accuracy_models", "efficiency_models", "seq_len", "option"}
@@ -54,6 +54,9 @@ ABLATION_KEYS = {"axis", "values", "models", "option", "seq_len"}
 # each cell checkpointed every epoch under <results_dir>/checkpoints/ and its epoch history kept
 # in <results_dir>/runs/<model>-<config_hash>.json
 ACCURACY_GROUP_KEYS = {"name", "models", "seeds", "train", "option", "memory_size", "max_len"}
+# sweeps: [{name, <any elastic-bench sweep option>}]: efficiency sweeps into <results_dir>/<name>.csv,
+# at the accuracy cells' shape (d_model, heads, layers, the dataset's catalogue) unless they say
+# otherwise.  verdict: true -> reports/<name>/ also gets the claims table (report/verdict.py).
 
 
 @dataclass
@@ -67,6 +70,9 @@ class FigurePreset:
     def main_csv(self) -> Path:
         return self.results_dir / "main.csv"
 
+    def sweep_csv(self, name: str) -> Path:
+        return self.results_dir / f"{name}.csv"
+
     def ablation_csv(self, axis: str) -> Path:
         return self.results_dir / f"ablate-{axis}.csv"
 
@@ -77,6 +83,7 @@ class FigurePreset:
     def csvs(self) -> list[Path]:
         out = [self.main_csv] if self.config.get("main") else []
         out += [self.accuracy_csv] if self.config.get("accuracy") else []
+        out += [self.sweep_csv(sw["name"]) for sw in self.config.get("sweeps") or []]
         return out + [self.ablation_csv(a["axis"]) for a in self.config.get("ablations", [])]
 
 
@@ -115,6 +122,9 @@ def load_preset(name_or_path: str, results_root: str | Path = "results") -> Figu
     for g in cfg.get("accuracy") or []:
         if not isinstance(g, dict) or "models" not in g or set(g) - ACCURACY_GROUP_KEYS:
             raise GrammarError(f"--preset: each accuracy group is a mapping with models (and optionally {', '.join(sorted(ACCURACY_GROUP_KEYS - {'models'}))})")
+    for sw in cfg.get("sweeps") or []:
+        if not isinstance(sw, dict) or not str(sw.get("name") or "").replace("-", "").replace("_", "").isalnum():
+            raise GrammarError("--preset: each sweep is a mapping with a name (letters, digits, - and _) and elastic-bench sweep options")
     if not isinstance(cfg.get("threads", 0), int) or cfg.get("threads", 0) < 0:
         raise GrammarError(f"--preset: threads must be a whole number >= 0 (0: leave torch's), got {cfg.get('threads')!r}")
     name = str(cfg.get("name") or p.stem)
@@ -143,7 +153,7 @@ class FiguresResult:
     commands: list[str] = field(default_factory=list)
 
 
-def plan_preset(preset: FigurePreset, dry_run: bool = False) -> tuple[list[tuple[str, Any]], list[str]]:
+def plan_preset(preset: FigurePreset, dry_run: bool = False, efficiency: bool = True) -> tuple[list[tuple[str, Any]], list[str]]:
     """Every sweep of ``preset``, validated before anything runs: ``[(kind, spec)]`` and the
     equivalent commands.  kind: ``accuracy`` | ``efficiency`` | ``ablation``."""
     import dataclasses
@@ -161,7 +171,7 @@ def plan_preset(preset: FigurePreset, dry_run: bool = False) -> tuple[list[tuple
     plan: list[tuple[str, Any]] = []
     commands: list[str] = []
     main = cfg.get("main") or {}
-    if main:
+    if main and efficiency:
         opts = main.get("option") or None
         a = accuracy_spec(models=_text(main.get("accuracy_models")), max_len=str(max_len) if max_len else None, option=opts,
                           out=str(preset.main_csv), dry_run=dry_run, plot=False, **common)  # fmt: skip
@@ -200,7 +210,18 @@ def plan_preset(preset: FigurePreset, dry_run: bool = False) -> tuple[list[tuple
         commands.append(f"elastic-bench sweep --task accuracy --models {','.join(a.models)} --data {a.base.data} --preset {cfg.get('train_preset')} "
                         f"--seeds {','.join(map(str, a.seeds))} --max-len {','.join(map(str, a.max_lens or (a.base.max_len,)))}"
                         f"{' --memory-size ' + _text(g['memory_size']) if g.get('memory_size') else ''}  # group {g.get('name', '')}:{opts} --out {preset.accuracy_csv}")  # fmt: skip
-    for ab in cfg.get("ablations") or []:
+    if cfg.get("sweeps") and efficiency:
+        base = train_base(cfg)
+        n_items = catalogue_size(base.data, cfg.get("data_dir"))
+        for sw in cfg["sweeps"]:
+            opts = {str(k).replace("-", "_"): _text(v) if isinstance(v, list) and k != "option" else v for k, v in sw.items() if k != "name"}
+            values = {"d_model": str(base.d_model), "heads": str(base.heads), "layers": str(base.layers), "n_items": n_items, "device": cfg.get("device"),
+                      **eff_extra, **opts, "out": str(preset.sweep_csv(sw["name"])), "plot": False, "dry_run": dry_run}  # fmt: skip
+            e = load_spec({k: v for k, v in values.items() if v is not None})
+            plan.append(("efficiency", e))
+            flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if k != "option") + "".join(f" --option {o}" for o in opts.get("option") or [])
+            commands.append(f"elastic-bench sweep{flags} --d-model {base.d_model} --heads {base.heads} --layers {base.layers} --out {e.out}")
+    for ab in (cfg.get("ablations") or []) if efficiency else []:
         spec = ablation_spec(
             ab["axis"], _text(ab["values"]), models=_text(ab.get("models")), option=ab.get("option"), seq_len=_text(ab.get("seq_len")),
             max_len=str(max_len) if max_len else None, train=train or None, efficiency=eff_extra or None,
@@ -209,6 +230,52 @@ def plan_preset(preset: FigurePreset, dry_run: bool = False) -> tuple[list[tuple
         plan.append(("ablation", spec))
         commands.extend(c + "".join(f" --option {o}" for o in ab.get("option") or []) + f" --out {spec.out}" for c in spec.commands)
     return plan, commands
+
+
+def train_base(cfg: dict[str, Any]) -> Any:
+    """The TrainConfig every accuracy cell of a preset starts from (its train_preset and train fields)."""
+    import dataclasses
+
+    from ..presets import train_preset
+
+    fields = {k: v for k, v in (cfg.get("train") or {}).items()}
+    base = train_preset(cfg.get("train_preset") or "quick")
+    return dataclasses.replace(base, data=cfg.get("data") or base.data, **fields)
+
+
+def pending_cells(preset: FigurePreset) -> list[str]:
+    """The accuracy cells of ``preset`` without a row yet, each with its checkpoint's progress."""
+    from ..store import ResultsStore
+    from .accuracy import expand_accuracy
+
+    done = ResultsStore(preset.accuracy_csv).completed() if preset.accuracy_csv.is_file() else {}
+    plan, _ = plan_preset(preset, dry_run=True, efficiency=False)
+    out = []
+    for kind, spec in plan:
+        if kind != "accuracy":
+            continue
+        for c in expand_accuracy(spec):
+            h = c.config_hash()
+            if h in done:
+                continue
+            opts = ",".join(f"{k}={v}" for k, v in c.options)
+            what = f"{c.model}{f' [{opts}]' if opts else ''} objective {c.objective} N={c.max_len} seed {c.seed} ({h})"
+            ckpt = Path(spec.checkpoint_dir or "") / f"{h}.pt"
+            out.append(f"{what}: {_progress(ckpt, c.epochs)}")
+    return out
+
+
+def _progress(ckpt: Path, epochs: int) -> str:
+    if not ckpt.is_file():
+        return "not started"
+    try:
+        import torch
+
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        done = len((state.get("state") or state).get("history") or [])
+        return f"{done}/{epochs} epochs in its checkpoint (resumes there)"
+    except Exception as exc:  # noqa: BLE001 - a progress note only
+        return f"checkpoint unreadable ({type(exc).__name__})"
 
 
 def run_preset_cells(preset: FigurePreset, console: Console, progress: bool = True, dry_run: bool = False, launcher: Any = None) -> list[str]:
@@ -265,6 +332,10 @@ def build_figures(preset: FigurePreset, out_dir: Path, console: Console | None =
         except ValueError as exc:
             if console:
                 console.print(f"[yellow]table skipped:[/] {exc}")
+    if cfg.get("verdict"):
+        from ..report.verdict import write_verdict
+
+        files += write_verdict(preset.results_dir, out_dir, pending_cells(preset), name=preset.name)
     for ab in cfg.get("ablations") or []:
         path = preset.ablation_csv(ab["axis"])
         if not path.is_file():
@@ -323,7 +394,7 @@ def run_figures(
     launcher: Any = None,
 ) -> FiguresResult:
     """The whole ``figures`` command (module docstring); ``data_dir`` overrides the preset's."""
-    console = console or Console()
+    console = console or Console(emoji=False)
     preset = load_preset(preset_name, results_root)
     if data_dir:
         preset.config["data_dir"] = data_dir
@@ -335,6 +406,9 @@ def run_figures(
     if from_csv:
         for p in preset.csvs():
             want = (previous.get("csvs") or {}).get(str(p), {}).get("sha256")
+            if not p.is_file() and preset.config.get("verdict"):
+                console.print(f"[yellow]note:[/] {p} is missing: the verdict lists its cells as pending")
+                continue
             if not p.is_file():
                 raise GrammarError(f"--from-csv: {p} is missing; accepted: the CSVs named by the preset (run without --from-csv to create them)")
             if want and want != sha256(p):

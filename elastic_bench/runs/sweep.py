@@ -210,7 +210,7 @@ def run_sweep(spec: SweepSpec, console: Console | None = None, progress: bool = 
 
     ``launcher``: None or local (in this process) or a remote one (:mod:`elastic_bench.runs.launch`);
     either way this process appends every row."""
-    console = console or Console()
+    console = console or Console(emoji=False)
     plan = make_plan(spec)
     print_plan(plan, console)
     result = SweepResult(Path(spec.out), len(plan.cells), len(plan.cells) - len(plan.todo))

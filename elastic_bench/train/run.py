@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,7 +22,7 @@ from ..store import ResultsStore
 from ..data.formats import LoadOptions
 from ..data.resolve import load_dataset
 from ..environment import resolve_device
-from ..presets import SASREC_ML1M_REFERENCE, train_preset
+from ..presets import published_reference, train_preset
 from . import distributed
 from .config import config_from_mapping
 from .rows import accuracy_row
@@ -45,8 +46,8 @@ def run_training(preset: str, values: dict[str, Any], data_dir: str | None, out:
         distributed.barrier()
     stats = ds.stats()
     console.print(
-        f"[bold]{cfg.model}[/] on {ds.name}: {stats['users']:,} users, {stats['items']:,} items, "
-        f"{stats['interactions']:,} interactions; preset {preset}; eval {cfg.eval}"
+        f"[bold]{escape(cfg.model)}[/] on {escape(ds.name)}: {stats['users']:,} users, {stats['items']:,} items, "
+        f"{stats['interactions']:,} interactions; preset {escape(preset)}; eval {escape(cfg.eval)}"
     )
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console
@@ -80,11 +81,13 @@ def run_training(preset: str, values: dict[str, Any], data_dir: str | None, out:
     summary = {"run_id": run_id, "preset": preset, "config": cfg.to_dict(), **result.summary(), "history": result.history}
     json_path = Path(out).with_suffix("") .parent / f"{Path(out).stem}-{run_id}.json"
     json_path.write_text(json.dumps(summary, indent=1, default=str))
-    table = Table(title=f"{cfg.model} on {ds.name}: test at best validation epoch {result.best_epoch} ({result.protocol} ranking)")
-    for col in ("metric", "valid", "test") + (("published SASRec",) if preset == "sasrec-ml1m" else ()):
+    # every label a user typed (model, dataset, protocol) is escaped: "sampled:100:uniform" stays itself
+    table = Table(title=escape(f"{cfg.model} on {ds.name}: test at best validation epoch {result.best_epoch} ({result.protocol} ranking)"))
+    published = published_reference(cfg)  # only beside a run of the published model, dataset and protocol
+    for col in ("metric", "valid", "test") + (("published SASRec",) if published else ()):
         table.add_column(col)
     for k in ("hr@10", "ndcg@10", "mrr@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200"):
-        ref = (f"{SASREC_ML1M_REFERENCE[k]:.4f}" if k in SASREC_ML1M_REFERENCE else "",) if preset == "sasrec-ml1m" else ()
+        ref = (f"{published[k]:.4f}" if k in published else "",) if published else ()
         table.add_row(k, f"{result.valid.get(k, float('nan')):.4f}", f"{result.test.get(k, float('nan')):.4f}", *ref)
     console.print(table)
     ddp = f", {result.world_size} processes (DDP)" if result.world_size > 1 else ""

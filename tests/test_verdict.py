@@ -1,0 +1,201 @@
+"""The verdict preset: its rules on hand-made rows, its accuracy groups (checkpointed cells that
+resume), and the labels `train` prints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import cli
+from elastic_bench.presets import published_reference, train_preset
+from elastic_bench.report import verdict as V
+from elastic_bench.runs.figures import load_preset, pending_cells, plan_preset, run_figures
+from elastic_bench.store import load_results
+
+runner = CliRunner()
+DATA = "synthetic:n_users=60,n_items=40,lengths=lognormal:12,seed=0"
+
+
+# ----------------------------------------------------------------------------- efficiency rules
+
+
+def eff_row(model: str, causal: bool, n: int, lat: float, peak: float, pass_: str = "infer", **kw) -> dict:
+    samples = ";".join(f"{lat * (1 + 0.01 * ((i * 7) % 5 - 2)):.4f}" for i in range(20))
+    row = dict(status="ok", model=model, causal=causal, seq_len=n, batch=1, device="cpu", device_name="cpu-test", dtype="fp32", precision="fp32",
+               level="model", objective="", loss="full", d_model=50, heads=1, layers=2, n_items=3706, padding="full", dropout=0.0,
+               cpu_threads=1, git_sha="abc", torch="2.x", host="h", options="", latency_ms_p50=lat, latency_samples_ms=samples,
+               peak_mem_mb=peak, config_hash=f"{model}-{causal}-{n}-{pass_}", memory_size="")  # fmt: skip
+    row["pass"] = pass_
+    row.update(kw)
+    return row
+
+
+def claim(table: pd.DataFrame, claim_: str, comparison: str, regime: str = "throughput (infer)") -> pd.Series:
+    hit = table[(table["claim"] == claim_) & (table["comparison"] == comparison) & (table["regime"] == regime)]
+    assert len(hit) == 1, (claim_, comparison, regime, table[["claim", "regime", "comparison"]])
+    return hit.iloc[0]
+
+
+def test_memory_and_speed_rules_against_softmax_and_the_best_exact_backend():
+    rows = [
+        eff_row("elastic-causal", True, 256, 1.0, 50.0), eff_row("softmax", True, 256, 1.5, 60.0), eff_row("sdpa", True, 256, 0.8, 55.0),
+        eff_row("elastic-causal", True, 8192, 10.0, 10.0), eff_row("softmax", True, 8192, 30.0, 100.0), eff_row("sdpa", True, 8192, 20.0, 12.0),
+        # a non-causal softmax that would flatter elastic-causal: never paired with it
+        eff_row("softmax", False, 8192, 300.0, 1000.0),
+    ]  # fmt: skip
+    t = V.claims_table(pd.DataFrame(rows), pd.DataFrame(columns=["status"]), pd.DataFrame())
+    mem = claim(t, "memory", "elastic-causal vs softmax")
+    assert mem["verdict"] == "holds" and "+90.0%" in mem["measurement"] and "N=8192" in mem["measurement"]
+    assert claim(t, "memory", "elastic-causal vs best-exact")["verdict"] == "does not hold"  # vs sdpa's 12 MB: 17 %
+    speed = claim(t, "speed", "elastic-causal vs softmax")
+    assert speed["verdict"] == "holds" and speed["measurement"].startswith("x3.00")
+    fast = claim(t, "speed", "elastic-causal vs best-exact")
+    assert fast["verdict"] == "does not hold" and "sdpa" in fast["measurement"]
+    assert "not evidence for the GPU claim" in speed["why"]
+    # no GPU rows: the GPU claim is not measurable here, and says what decides it
+    gpu = t[t["regime"].str.startswith("GPU")]
+    assert set(gpu["verdict"]) == {"not measurable here"} and gpu["why"].str.contains("gpu_sweep").all()
+    assert set(t["verdict"]) <= set(V.VERDICTS)
+
+
+def test_serving_memory_uses_state_bytes_per_user():
+    rows = [eff_row("elastic-causal", True, 800, 1.0, 40.0, pass_="serve_step", state_bytes_per_user=1000),
+            eff_row("softmax", True, 800, 1.0, 40.0, pass_="serve_step", state_bytes_per_user=100000)]  # fmt: skip
+    t = V.claims_table(pd.DataFrame(rows), pd.DataFrame(columns=["status"]), pd.DataFrame())
+    r = claim(t, "memory", "elastic-causal vs softmax", "serving (serve_step)")
+    assert r["verdict"] == "holds" and "state bytes per user" in r["measurement"]
+
+
+# ----------------------------------------------------------------------------- accuracy rules
+
+
+def acc_row(model: str, seed: int, ndcg: float, objective: str = "all", memory_size: object = "") -> dict:
+    return dict(status="ok", model=model, seed=seed, objective=objective, seq_len=200, memory_size=memory_size, options="",
+                config_hash=f"{model}-{memory_size}-{objective}-{seed}", **{"ndcg@10": ndcg, "hr@10": 2 * ndcg})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "elastic, softmax, verdict",
+    [
+        ((0.20, 0.201), (0.15, 0.151), "holds"),
+        ((0.15, 0.151), (0.20, 0.201), "does not hold"),
+        ((0.15, 0.20), (0.16, 0.19), "does not hold"),  # not separable
+        ((0.20,), (0.15, 0.151), "not measurable here"),  # one seed
+    ],
+)
+def test_accuracy_rule(elastic, softmax, verdict):
+    acc = pd.DataFrame([acc_row("elastic-causal", s, v) for s, v in enumerate(elastic)] + [acc_row("softmax", s, v) for s, v in enumerate(softmax)])
+    r = claim(V.claims_table(pd.DataFrame(), acc, pd.DataFrame()), "accuracy", "elastic-causal vs softmax", "causal family (objective all)")
+    assert r["verdict"] == verdict
+    if verdict == "does not hold" and abs(elastic[0] - softmax[0]) < 0.02:
+        assert "not separable" in r["why"]
+
+
+def test_pending_accuracy_cells_are_not_measurable():
+    t = V.claims_table(pd.DataFrame(), pd.DataFrame(columns=["status"]), pd.DataFrame())
+    acc = t[t["claim"].isin(["accuracy", "capacity"])]
+    assert len(acc) >= 4 and set(acc["verdict"]) == {"not measurable here"} and acc["why"].str.contains("pending").all()
+
+
+def test_capacity_rule_needs_accuracy_from_the_bank_and_flat_latency():
+    acc = pd.DataFrame([acc_row("elastic", s, v, "last", 65536) for s, v in enumerate((0.12, 0.121))]
+                       + [acc_row("elastic", s, v, "last", 0) for s, v in enumerate((0.10, 0.101))])  # fmt: skip
+    flat = [eff_row("elastic", False, n, lat, 10.0, memory_size=m, options=f"memory_size={m}", config_hash=f"b{m}{n}")
+            for n in (200, 8192) for m, lat in ((0, 1.0), (1 << 20, 1.05))]  # fmt: skip
+    t = V.claims_table(pd.DataFrame(), acc, pd.DataFrame(flat))
+    assert claim(t, "capacity", "elastic M=64k vs elastic M=0", "accuracy bought by the bank")["verdict"] == "holds"
+    assert claim(t, "capacity", "elastic M=1m vs M=0", "inference cost vs bank size")["verdict"] == "holds"
+    steep = [dict(r, latency_ms_p50=r["latency_ms_p50"] * (2 if r["memory_size"] else 1), latency_samples_ms="") for r in flat]
+    t = V.claims_table(pd.DataFrame(), acc, pd.DataFrame(steep))
+    assert claim(t, "capacity", "elastic M=1m vs M=0", "inference cost vs bank size")["verdict"] == "does not hold"
+
+
+# ----------------------------------------------------------------------------- the preset
+
+
+def tiny_preset(tmp_path, epochs: int = 2) -> str:
+    path = tmp_path / "v.yaml"
+    path.write_text(
+        f"""name: v
+data: "{DATA}"
+train_preset: quick
+threads: 1
+train: {{epochs: {epochs}, patience: 5, max_len: 12, d_model: 8, heads: 1, train_on_valid: false}}
+accuracy:
+  - {{name: causal, models: "softmax,elastic-causal", seeds: "0,1", train: {{objective: all}}}}
+  - {{name: last, models: elastic, memory_size: "0,1k", seeds: "0", train: {{objective: last}}}}
+sweeps:
+  - {{name: throughput, models: "softmax,elastic-causal", seq_len: "32", pass: infer, repeats: 3, min_time: 0.01, process_repeats: 1}}
+verdict: true
+"""
+    )
+    return str(path)
+
+
+def test_verdict_preset_runs_resumes_and_rebuilds_from_csv(tmp_path):
+    name = tiny_preset(tmp_path)
+    res = run_figures(name, results_root=tmp_path / "results", out_root=tmp_path / "reports", progress=False)
+    acc = load_results(tmp_path / "results" / "v" / "accuracy.csv")
+    assert len(acc) == 6 and (acc["status"] == "ok").all() and (acc["cpu_threads"] == 1).all()
+    assert set(acc["objective"]) == {"all", "last"}
+    runs = list((tmp_path / "results" / "v" / "runs").glob("*.json"))
+    assert len(runs) == 6 and all(len(json.loads(p.read_text())["history"]) == 2 for p in runs)
+    assert not list((tmp_path / "results" / "v" / "checkpoints").glob("*.pt"))  # removed once the row is written
+    out = tmp_path / "reports" / "v"
+    for f in ("claims.md", "claims.tex", "claims.csv", "verdict.md", "accuracy-families.png", "learning-curves.png"):
+        assert (out / f).is_file(), f
+    table = pd.read_csv(out / "claims.csv")
+    assert set(table["claim"]) == {"memory", "speed", "accuracy", "capacity"} and set(table["verdict"]) <= set(V.VERDICTS)
+    assert "nothing: every planned cell has a row" in (out / "verdict.md").read_text()
+    before = (out / "claims.csv").read_bytes()
+    run_figures(name, from_csv=True, results_root=tmp_path / "results", out_root=tmp_path / "reports", progress=False)
+    assert (out / "claims.csv").read_bytes() == before
+    assert res.manifest is not None
+
+
+def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
+    """A cell killed after epoch 1 of 3 resumes at epoch 2 (its checkpoint), and the pending list says so."""
+    from elastic_bench.runs.accuracy import expand_accuracy
+    from elastic_bench.train.trainer import train
+    from elastic_bench.data.resolve import load_dataset
+
+    name = tiny_preset(tmp_path, epochs=3)
+    preset = load_preset(name, tmp_path / "results")
+    plan, _ = plan_preset(preset, dry_run=True, efficiency=False)
+    spec = plan[0][1]
+    cfg = expand_accuracy(spec)[0]
+    ckpt = tmp_path / "results" / "v" / "checkpoints" / f"{cfg.config_hash()}.pt"
+    ckpt.parent.mkdir(parents=True)
+    train(dataclasses.replace(cfg, epochs=1), load_dataset(DATA), ckpt)  # "killed" after one epoch: its checkpoint stays
+    assert any("1/3 epochs in its checkpoint" in p for p in pending_cells(preset))
+    run_figures(name, results_root=tmp_path / "results", out_root=tmp_path / "reports", progress=False)
+    hist = json.loads((tmp_path / "results" / "v" / "runs" / f"{cfg.model}-{cfg.config_hash()}.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert pending_cells(preset) == []
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def test_published_column_only_for_the_published_protocol():
+    ref = train_preset("sasrec-ml1m")
+    assert published_reference(ref) is not None
+    assert published_reference(dataclasses.replace(ref, epochs=20, seed=3)) is not None  # stopping rules and seed may differ
+    for change in (dict(eval="sampled:100"), dict(data="beauty"), dict(model="elastic-causal"), dict(train_on_valid=False), dict(objective="last")):
+        assert published_reference(dataclasses.replace(ref, **change)) is None, change
+
+
+def test_train_prints_protocol_labels_as_typed(tmp_path):
+    data = "synthetic:n_users=60,n_items=300,lengths=lognormal:12,seed=0"
+    out = tmp_path / "t.csv"
+    res = runner.invoke(cli.app, ["train", "--data", data, "--epochs", "1", "--d-model", "8", "--max-len", "12", "--eval", "sampled:20:uniform", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "sampled:20:uniform" in text and "\N{HUNDRED POINTS SYMBOL}" not in res.output
+    assert "published SASRec" not in res.output
+    res = runner.invoke(cli.app, ["train", "--data", data, "--epochs", "1", "--d-model", "8", "--max-len", "12", "--eval", "sampled:100:uniform", "--out", str(out)])
+    assert res.exit_code == 0 and "sampled:100:uniform" in " ".join(res.output.split()) and "\N{HUNDRED POINTS SYMBOL}" not in res.output
