@@ -18,8 +18,17 @@ A preset is a small YAML file (``elastic_bench/figure_presets/<name>.yaml``, or 
       - {axis: memory-size, values: "0,1k,4k"}
       - {axis: experts, values: "4,8,16", option: [memory_size=1k]}
     table: {metrics: [hr@10, ndcg@10, mrr@10]}
+    threads: 1                     # torch threads of every training (epoch times compare)
+    sweeps:                        # efficiency sweeps (any `sweep` option) -> <results_dir>/<name>.csv
+      - {name: throughput, models: "softmax,elastic", seq_len: "256..8192", pass: "infer,train_step"}
+    accuracy:                      # groups of training cells, each with its own TrainConfig fields
+      - {name: causal, models: "softmax,elastic-causal", seeds: "0,1", train: {objective: all}}
+      - {name: bank, models: elastic, memory_size: "0,64k", train: {objective: last}, max_len: 200}
+    verdict: true                  # also the claims table of report/verdict.py
 
-Results go to ``<results_dir>/main.csv`` and ``<results_dir>/ablate-<axis>.csv`` (default
+The sweeps run first (minutes, on a quiet machine), then the accuracy groups in their order
+(hours: every cell checkpointed each epoch under ``<results_dir>/checkpoints/``, its epoch
+history kept in ``<results_dir>/runs/``).  Results go to ``<results_dir>/main.csv`` and ``<results_dir>/ablate-<axis>.csv`` (default
 ``results/<name>/``), each holding both the accuracy and the efficiency rows; every run is
 resumable.  ``reports/<name>/manifest.json`` records the preset, the equivalent commands, the
 environment, the sha256 of every CSV and of every figure's data subset, so
@@ -197,6 +206,18 @@ def plan_preset(preset: FigurePreset, dry_run: bool = False, efficiency: bool = 
                         f"--seeds {','.join(map(str, a.seeds))}{extra} --out {preset.main_csv}  # + the preset's train fields")  # fmt: skip
         commands.append(f"elastic-bench sweep --models {','.join(e.models)} --seq-len {','.join(map(str, e.seq_lens))}{extra} "
                         f"--d-model {a.base.d_model} --heads {a.base.heads} --layers {a.base.layers} --out {preset.main_csv}")  # fmt: skip
+    # the efficiency sweeps first: minutes, best measured on a quiet machine, before the hours of training
+    if cfg.get("sweeps") and efficiency:
+        base = train_base(cfg)
+        n_items = catalogue_size(base.data, cfg.get("data_dir"))
+        for sw in cfg["sweeps"]:
+            opts = {str(k).replace("-", "_"): _text(v) if isinstance(v, list) and k != "option" else v for k, v in sw.items() if k != "name"}
+            values = {"d_model": str(base.d_model), "heads": str(base.heads), "layers": str(base.layers), "n_items": n_items, "device": cfg.get("device"),
+                      **eff_extra, **opts, "out": str(preset.sweep_csv(sw["name"])), "plot": False, "dry_run": dry_run}  # fmt: skip
+            e = load_spec({k: v for k, v in values.items() if v is not None})
+            plan.append(("efficiency", e))
+            flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if k != "option") + "".join(f" --option {o}" for o in opts.get("option") or [])
+            commands.append(f"elastic-bench sweep{flags} --d-model {base.d_model} --heads {base.heads} --layers {base.layers} --out {e.out}")
     for g in cfg.get("accuracy") or []:
         a = accuracy_spec(models=_text(g["models"]), max_len=_text(g.get("max_len") or max_len), option=g.get("option"),
                           memory_size=_text(g.get("memory_size")), out=str(preset.accuracy_csv), dry_run=dry_run, plot=False,
@@ -210,17 +231,6 @@ def plan_preset(preset: FigurePreset, dry_run: bool = False, efficiency: bool = 
         commands.append(f"elastic-bench sweep --task accuracy --models {','.join(a.models)} --data {a.base.data} --preset {cfg.get('train_preset')} "
                         f"--seeds {','.join(map(str, a.seeds))} --max-len {','.join(map(str, a.max_lens or (a.base.max_len,)))}"
                         f"{' --memory-size ' + _text(g['memory_size']) if g.get('memory_size') else ''}  # group {g.get('name', '')}:{opts} --out {preset.accuracy_csv}")  # fmt: skip
-    if cfg.get("sweeps") and efficiency:
-        base = train_base(cfg)
-        n_items = catalogue_size(base.data, cfg.get("data_dir"))
-        for sw in cfg["sweeps"]:
-            opts = {str(k).replace("-", "_"): _text(v) if isinstance(v, list) and k != "option" else v for k, v in sw.items() if k != "name"}
-            values = {"d_model": str(base.d_model), "heads": str(base.heads), "layers": str(base.layers), "n_items": n_items, "device": cfg.get("device"),
-                      **eff_extra, **opts, "out": str(preset.sweep_csv(sw["name"])), "plot": False, "dry_run": dry_run}  # fmt: skip
-            e = load_spec({k: v for k, v in values.items() if v is not None})
-            plan.append(("efficiency", e))
-            flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if k != "option") + "".join(f" --option {o}" for o in opts.get("option") or [])
-            commands.append(f"elastic-bench sweep{flags} --d-model {base.d_model} --heads {base.heads} --layers {base.layers} --out {e.out}")
     for ab in (cfg.get("ablations") or []) if efficiency else []:
         spec = ablation_spec(
             ab["axis"], _text(ab["values"]), models=_text(ab.get("models")), option=ab.get("option"), seq_len=_text(ab.get("seq_len")),
