@@ -9,7 +9,8 @@
 #
 # Before the sweep, a preflight checks that Triton can build its launcher and run a kernel.
 # Writes: card.txt (GPU, driver, torch, git commit, date), doctor.txt (which backends can run and
-# why not), gpu-sweep.csv (one row per cell; rerunning resumes), report/ (report.md + figures).
+# why not), gpu-sweep.csv (one row per cell; rerunning resumes), gpu-serving.csv (serve and
+# serve_step at B = 1; SKIP_SERVING=1 skips it), report/ (report.md + figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +53,24 @@ elastic-bench sweep \
     --no-plot \
     "$@"
 echo "sweep wall time: $(( $(date +%s) - start )) s" | tee -a "$OUTDIR/card.txt"
+
+# The serving regime (README "Serving"; the verdict's serving rows): one user, the whole history
+# (serve) or one appended interaction (serve_step, with its state bytes), about 40 cells.
+if [ -z "${SKIP_SERVING:-}" ]; then
+    start=$(date +%s)
+    elastic-bench sweep \
+        --device "$DEVICE" \
+        --models softmax,sdpa,sdpa-flash,flash-attn,linear,elastic,elastic-causal \
+        --seq-len 200,800,8192 \
+        --dtype bf16 \
+        --pass serve,serve_step \
+        --batch 1 \
+        --repeats 30 --min-time 0.25 --warmup 2 \
+        --out "$OUTDIR/gpu-serving.csv" \
+        --no-plot \
+        "$@"
+    echo "serving sweep wall time: $(( $(date +%s) - start )) s" | tee -a "$OUTDIR/card.txt"
+fi
 
 if [ -s "$CSV" ]; then
     elastic-bench report "$CSV" --out "$OUTDIR/report"
