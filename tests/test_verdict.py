@@ -199,3 +199,22 @@ def test_train_prints_protocol_labels_as_typed(tmp_path):
     assert "published SASRec" not in res.output
     res = runner.invoke(cli.app, ["train", "--data", data, "--epochs", "1", "--d-model", "8", "--max-len", "12", "--eval", "sampled:100:uniform", "--out", str(out)])
     assert res.exit_code == 0 and "sampled:100:uniform" in " ".join(res.output.split()) and "\N{HUNDRED POINTS SYMBOL}" not in res.output
+
+
+def test_gpu_rows_become_rows_of_their_own(tmp_path):
+    from elastic_bench.store import ResultsStore
+
+    gpu = tmp_path / "gpu" / "2026-12-01"
+    gpu.mkdir(parents=True)
+    (gpu / "kernel-check.csv").write_text("name,status\nscan,ok\n")  # another schema: passed over
+    store = ResultsStore(gpu / "gpu-sweep.csv")
+    store.open()
+    for r in (eff_row("elastic-causal", True, 8192, 1.0, 10.0), eff_row("softmax", True, 8192, 3.0, 200.0)):
+        store.append({**r, "device": "cuda", "device_name": "NVIDIA H200", "task": "efficiency"})
+    store.close()
+    (tmp_path / "res").mkdir()
+    V.write_verdict(tmp_path / "res", tmp_path / "out", [], gpu_dir=tmp_path / "gpu")
+    t = pd.read_csv(tmp_path / "out" / "claims.csv")
+    h200 = t[t["setting"].astype(str).str.contains("H200")]
+    assert set(h200["claim"]) == {"memory", "speed"} and (h200[h200["comparison"] == "elastic-causal vs softmax"]["verdict"] == "holds").all()
+    assert not t["regime"].str.startswith("GPU").any()  # the placeholder row is gone once GPU rows exist

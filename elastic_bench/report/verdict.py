@@ -36,6 +36,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from ..measure.bootstrap import parse_samples, ratio_ci
+from ..store import COLUMNS as COLUMNS_OF_RESULTS
 from ..store import load_results
 from .compare import MATCH_KEYS, causal_value, is_exact, match_key
 from .figure_kit import _save, plt
@@ -482,9 +483,20 @@ def budget_text(acc: pd.DataFrame, pending: list[str]) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
-def load(paths: Iterable[Path]) -> pd.DataFrame:
-    frames = [load_results(p) for p in paths if Path(p).is_file()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["status", "model", "pass", "config_hash"])
+def load(paths: Iterable[Path], strict: bool = True) -> pd.DataFrame:
+    """The rows of ``paths`` (results CSVs); ``strict=False`` passes over files of another schema
+    (a GPU session's kernel-check CSVs beside its sweep)."""
+    frames = []
+    for p in paths:
+        if not Path(p).is_file():
+            continue
+        try:
+            frames.append(load_results(p))
+        except Exception:  # noqa: BLE001 - not a results CSV
+            if strict:
+                raise
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS_OF_RESULTS))
 
 
 def write_verdict(results_dir: Path, out_dir: Path, pending: list[str], gpu_dir: Path = Path("results/gpu"), name: str = "verdict") -> list[Path]:
@@ -494,7 +506,7 @@ def write_verdict(results_dir: Path, out_dir: Path, pending: list[str], gpu_dir:
     acc = load([results_dir / "accuracy.csv"])
     eff = load([results_dir / "throughput.csv", results_dir / "serving.csv"])
     bank = load(sorted(results_dir.glob("memory-bank*.csv")))
-    gpu = load(sorted(gpu_dir.glob("*.csv"))) if gpu_dir.is_dir() else None
+    gpu = load(sorted(gpu_dir.rglob("*.csv")), strict=False) if gpu_dir.is_dir() else None
     if gpu is not None and not gpu.empty and "device" in gpu:
         gpu = gpu[gpu["device"].astype(str).str.startswith("cuda") & gpu.get("task", pd.Series("efficiency", index=gpu.index)).eq("efficiency")]
     table = claims_table(eff, acc, bank, gpu)
