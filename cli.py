@@ -79,7 +79,8 @@ def list_(what: str = typer.Argument("all", help="models | presets | datasets | 
 
 
 # ----------------------------------------------------------------------------------------
-# Efficiency benchmarks (issue #3): sweep, plot, report.  Logic lives in elastic_bench.runs.
+# Efficiency benchmarks (issue #3): sweep, plot, report.  Logic lives in elastic_bench.runs (sweep)
+# and elastic_bench.report (plot, report).
 
 SWEEP_HELP = """Efficiency sweep: time and measure memory of every (model x option x pass x dtype x seq len) cell.
 
@@ -221,7 +222,7 @@ def plot(
     reduction of efficiency rows; accuracy per model (mean ± std over seeds) and vs max length."""
     from elastic_bench.grammar import GrammarError
     from elastic_bench.report.plots import plot_results
-    from elastic_bench.runs.sweep import default_report_dir
+    from elastic_bench.report.figure_kit import default_report_dir
 
     from elastic_bench.report.accuracy_plots import plot_accuracy
 

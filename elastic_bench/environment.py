@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import importlib.metadata
 import platform
 import socket
@@ -87,3 +88,17 @@ def environment(device_type: str = "cpu") -> dict[str, str]:
         "triton": versions["triton"] or "",
         "backend_versions": ";".join(f"{k}={v}" for k, v in versions.items() if v),
     }
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA's ``OutOfMemoryError`` or an allocator's "out of memory" / "can't allocate" error."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -21,7 +21,7 @@ from bench_fakes import ExactAttention, dense_attention, registered
 from elastic_bench import registry
 from elastic_bench.attention import Backend, Capabilities
 from elastic_bench.attention_flops import softmax_attention_flops
-from elastic_bench.runs.cells import BACKWARD_PASSES, Cell
+from elastic_bench.measure.cell import BACKWARD_PASSES, Cell
 from elastic_bench.measure.flops import _causal_fraction, causal_pairs, count, pass_flops
 from elastic_bench.measure.passes import build_workload
 from elastic_bench.elastic import lda

@@ -12,11 +12,12 @@ from rich.console import Console
 from bench_fakes import ExactAttention, FakeExact, registered
 from elastic_bench import registry
 from elastic_bench.attention import Backend, Capabilities
-from elastic_bench.runs.cells import expand
+from elastic_bench.runs.grid import expand
 from elastic_bench.measure.gate import GATE_LEN, check_backend, gate_len
 from elastic_bench.runs.spec import load_spec
 from elastic_bench.store import ResultsStore
-from elastic_bench.runs.sweep import Engine, run_sweep
+from elastic_bench.measure.engine import Engine
+from elastic_bench.runs.sweep import run_sweep
 
 CPU = torch.device("cpu")
 TINY = dict(device="cpu", d_model=16, heads=2, layers=1, n_items=50, repeats=2, min_time=0, warmup=0, plot=False, causal="yes", process_repeats=1)

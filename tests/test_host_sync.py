@@ -21,7 +21,7 @@ from rich.console import Console
 from elastic_bench.attention import prepare_masks
 from elastic_bench.measure import engine as engine_mod
 from elastic_bench.runs import sweep as sweep_mod
-from elastic_bench.runs.cells import expand
+from elastic_bench.runs.grid import expand
 from elastic_bench.measure.passes import build_workload
 from elastic_bench.runs.spec import load_spec
 from elastic_bench.store import ResultsStore

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from elastic_bench.runs.cells import TRAIN_DROPOUT, expand
+from elastic_bench.measure.cell import TRAIN_DROPOUT
+
+from elastic_bench.runs.grid import expand
 from elastic_bench.grammar import GrammarError
 from elastic_bench.measure.passes import build_workload, precision
 from elastic_bench.runs.spec import load_spec

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from elastic_bench import registry
-from elastic_bench.runs.cells import Cell
+from elastic_bench.measure.cell import Cell
 from elastic_bench.measure.memory import allocation_peak, measure_memory, tensor_bytes
 from elastic_bench.measure.passes import build_workload
 from elastic_bench.measure.timer import quantile, time_pass

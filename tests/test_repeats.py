@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from elastic_bench.measure.bootstrap import parse_samples
-from elastic_bench.runs.cells import expand
-from elastic_bench.runs.repeats import RepeatLog, headline, interleaved, pool_rows
+from elastic_bench.runs.grid import expand
+from elastic_bench.measure.samples import pool_rows
+from elastic_bench.runs.repeats import RepeatLog, headline, interleaved
 from elastic_bench.runs.spec import load_spec
 from elastic_bench.store import load_results
 

@@ -15,7 +15,7 @@ import pytest
 from elastic_bench.report.accounting import flops_is_partial, format_flops
 from elastic_bench.report.compare import MATCH_KEYS, is_exact, is_flash_class, provenance_mismatches, series_labels, with_baseline
 from elastic_bench.report.latex import latency_marks
-from elastic_bench.report.plots import _lines, efficiency_rows, footnote
+from elastic_bench.report.figure_kit import draw_lines, efficiency_rows, footnote
 from elastic_bench.report.markdown import CPU_NOTE, claim_check, missing_alike, throughput_table, write_report
 from elastic_bench.store import COLUMNS, format_row, header_line, load_results
 
@@ -98,7 +98,7 @@ def test_floor_ratios_and_dashed_floor_line(tmp_path):
     assert e["latency_vs_floor_ci_lo"] < e["latency_vs_floor"] < e["latency_vs_floor_ci_hi"]
     assert np.isnan(f["latency_vs_floor"])
     fig, ax = plt.subplots()
-    _lines(ax, df[(df["pass"] == "infer") & (df["status"] == "ok")], "latency_ms_p50")
+    draw_lines(ax, df[(df["pass"] == "infer") & (df["status"] == "ok")], "latency_ms_p50")
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
     assert lines["no-mixing (floor)"].get_linestyle() == "--" and lines["elastic (non-causal)"].get_linestyle() == "-"
     plt.close(fig)

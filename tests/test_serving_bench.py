@@ -9,13 +9,13 @@ import torch
 from rich.console import Console
 
 from baselines.softmax import SoftmaxAttention
-from elastic_bench.runs.cells import expand
+from elastic_bench.runs.grid import expand
 from elastic_bench.measure.gate import check_serving
 from elastic_bench.report.markdown import serving_section
 from elastic_bench.report.serving_plots import plot_serving
 from elastic_bench.runs.spec import load_spec
 from elastic_bench.store import load_results
-from elastic_bench.runs.repeats import timing_fields
+from elastic_bench.measure.samples import timing_fields
 from elastic_bench.runs.sweep import run_sweep
 
 CPU = torch.device("cpu")

@@ -9,7 +9,7 @@ import torch
 from rich.console import Console
 
 from bench_fakes import FakeInterrupt, FakeOOM, registered
-from elastic_bench.runs.cells import expand
+from elastic_bench.runs.grid import expand
 from elastic_bench.runs.spec import load_spec
 from elastic_bench.store import COLUMNS, ResultsStore, read_lines
 from elastic_bench.runs.sweep import run_sweep
@@ -187,7 +187,7 @@ def test_unusable_backend_is_skipped_with_reason(tmp_path):
 
 
 def test_incorrect_backend_gets_no_speedup_in_plot_data(tmp_path):
-    from elastic_bench.report.plots import efficiency_rows
+    from elastic_bench.report.figure_kit import efficiency_rows
 
     with registered():
         s = spec(tmp_path, seq_len="8,16", batch="1", models="fake-exact,fake-wrong,fake-oom")
@@ -200,7 +200,7 @@ def test_incorrect_backend_gets_no_speedup_in_plot_data(tmp_path):
 
 
 def test_oom_detection():
-    from elastic_bench.runs.sweep import is_oom
+    from elastic_bench.environment import is_oom
 
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory"))
     assert is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 TB"))

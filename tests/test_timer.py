@@ -10,7 +10,7 @@ import torch
 
 from elastic_bench.measure import engine as engine_mod
 from elastic_bench.measure import timer
-from elastic_bench.runs.cells import expand
+from elastic_bench.runs.grid import expand
 from elastic_bench.measure.gate import GateResult
 from elastic_bench.measure.memory import MemoryResult
 from elastic_bench.runs.spec import load_spec

@@ -13,7 +13,12 @@ from typer.testing import CliRunner
 import cli
 from elastic_bench.presets import published_reference, train_preset
 from elastic_bench.report import verdict as V
-from elastic_bench.runs.figures import load_preset, pending_cells, plan_preset, run_figures
+from elastic_bench.runs.figures import (
+    load_preset,
+    pending_cells,
+    plan_preset,
+    run_figures,
+)
 from elastic_bench.store import load_results
 
 runner = CliRunner()
@@ -159,9 +164,9 @@ def test_verdict_preset_runs_resumes_and_rebuilds_from_csv(tmp_path):
 
 def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
     """A cell killed after epoch 1 of 3 resumes at epoch 2 (its checkpoint), and the pending list says so."""
+    from elastic_bench.data.resolve import load_dataset
     from elastic_bench.runs.accuracy import expand_accuracy
     from elastic_bench.train.trainer import train
-    from elastic_bench.data.resolve import load_dataset
 
     name = tiny_preset(tmp_path, epochs=3)
     preset = load_preset(name, tmp_path / "results")

@@ -4,7 +4,7 @@
 A cell is everything that defines one measurement (model, backend options, pass, dtype,
 shape, device...) and nothing about when or by whom it ran, so its hash is a stable key: a
 sweep skips the cells whose hash is already in its output (resumption).  The grid of cells
-is :mod:`elastic_bench.runs.cells`.
+is :mod:`elastic_bench.runs.grid`.
 """
 
 from __future__ import annotations

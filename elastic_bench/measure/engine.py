@@ -22,7 +22,6 @@ registry by name.
 
 from __future__ import annotations
 
-import gc
 import time
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -30,6 +29,7 @@ from typing import Any, Protocol
 import torch
 
 from ..attention import prepare_masks
+from ..environment import free_memory, is_oom
 from .cell import SERVING_PASSES, Cell, backend_info
 from .flops import pass_flops
 from .gate import GateResult, check_backend, check_serving, gate_dtype, gate_len
@@ -48,20 +48,6 @@ class Settings(Protocol):
     repeats: int
     min_time: float
     max_time: float
-
-
-def is_oom(exc: BaseException) -> bool:
-    """CUDA's ``OutOfMemoryError`` or an allocator's "out of memory" / "can't allocate" error."""
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    msg = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
-
-
-def free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def base_row(cell: Cell, run_id: str, env: dict[str, str], backend: Any | None) -> dict[str, Any]:

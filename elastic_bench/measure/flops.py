@@ -7,7 +7,7 @@ the score matrix (SDPA's flash, memory-efficient and cuDNN kernels, flash-attn, 
 is counted at its N(N+1)/2 query–key pairs; an implementation that computes the full
 N×N scores and then masks them (eager ``softmax``, SDPA's math kernel) at N².
 
-How (one real, untimed call of the pass, which is also the sweep's first warm-up):
+How (one real, untimed call of the pass, which is also the engine's first warm-up):
 
 1. The counter: a dispatch mode with ``torch.utils.flop_counter``'s formulas (like
    ``FlopCounterMode``, without its module tracker) around the pass (forward for

@@ -8,7 +8,7 @@
 Warm-up (:func:`warm_up`): at least ``calls`` untimed calls **and** at least ``min_time``
 seconds of them (default :data:`WARMUP_TIME_S`), so compilation, autotuning, cuDNN/cuBLAS
 heuristics, allocator growth and CPU frequency ramps stay out of the numbers whatever one call
-costs.  (The sweep's first, FLOP-counting call is untimed too.)
+costs.  (The engine's first, FLOP-counting call is untimed too.)
 
 Sampling (:func:`time_pass`): samples are taken until there are at least ``min_samples``
 (default :data:`MIN_SAMPLES` = 10) **and** they add up to at least ``min_time`` seconds

@@ -27,8 +27,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .compare import _parse_options
 from ..grammar import GrammarError, parse_int_axis, parse_memory_sizes, parse_name_list
+from .compare import _parse_options
 
 CAUSAL_ALIASES = {"elastic": "elastic", "noncausal": "elastic", "false": "elastic", "elastic-causal": "elastic-causal",
                   "causal": "elastic-causal", "true": "elastic-causal"}  # fmt: skip

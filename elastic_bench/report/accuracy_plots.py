@@ -20,9 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .compare import _keep, _parse_options  # noqa: E402
-from .figure_kit import _log2_x, _save  # noqa: E402
 from ..store import load_results  # noqa: E402
+from .compare import _keep, _parse_options  # noqa: E402
+from .figure_kit import log2_x, save_figure  # noqa: E402
 
 METRICS = ("ndcg@10", "hr@10")
 
@@ -100,16 +100,16 @@ def plot_accuracy(paths: Iterable[str | Path] | pd.DataFrame, out_dir: str | Pat
         ax.set_ylabel(f"test {metric.upper()}\n(mean ± std over seeds)")
         ax.set_title(f"accuracy per model: {metric.upper()}")
         ax.tick_params(axis="x", rotation=20)
-        written += _save(fig, per_model, out, f"accuracy-{metric.replace('@', '')}", _note(df, metric))
+        written += save_figure(fig, per_model, out, f"accuracy-{metric.replace('@', '')}", _note(df, metric))
         if df["seq_len"].nunique() > 1:
             per_len = _labelled(seed_summary(df, metric, ["series", "causality", "seq_len"]))
             fig, ax = plt.subplots(figsize=(8, 4))
             for label, s in per_len.groupby("label", sort=True):
                 ax.errorbar(s["seq_len"], s["mean"], yerr=s["std"], marker="o", ms=3, capsize=3, label=label)
-            _log2_x(ax)
+            log2_x(ax)
             ax.set_xlabel("max sequence length (items, log₂)")
             ax.set_ylabel(f"test {metric.upper()} (mean ± std)")
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
             ax.set_title(f"accuracy vs max length: {metric.upper()}")
-            written += _save(fig, per_len, out, f"accuracy-vs-len-{metric.replace('@', '')}", _note(df, metric))
+            written += save_figure(fig, per_len, out, f"accuracy-vs-len-{metric.replace('@', '')}", _note(df, metric))
     return written

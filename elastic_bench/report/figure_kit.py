@@ -2,7 +2,7 @@
 draw (:func:`efficiency_rows`), one figure per (level, device, dtype) (:func:`figure_groups`),
 the log₂ sequence-length axis, the two-line footnote (:func:`footnote`: device, dtype, level,
 shape, torch, code, date, baseline; tokens per batch, padding, causality, CPU threads,
-samples and repeats), the error-bar note, and :func:`_save` (PNG + PDF + the CSV subset the
+samples and repeats), the error-bar note, and :func:`save_figure` (PNG + PDF + the CSV subset the
 figure was drawn from).  :mod:`.plots` and :mod:`.serving_plots` draw with it.
 """
 
@@ -19,15 +19,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from .compare import causal_value, has_samples, is_floor, series_labels, with_baseline  # noqa: E402
 from ..grammar import human_int  # noqa: E402
 from ..store import load_results  # noqa: E402
+from .compare import causal_value, has_samples, is_floor, series_labels, with_baseline  # noqa: E402
 
 PASS_ORDER = ("infer", "fwd", "fwd_bwd", "train_step", "serve", "serve_step")
 GROUP_KEYS = ("level", "device", "device_name", "dtype")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower()[:40]
 
 
@@ -49,18 +49,18 @@ def figure_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     for values, sub in df.groupby(keys, sort=True):
         values = values if isinstance(values, tuple) else (values,)
         named = dict(zip(keys, values))
-        suffix = "".join(f"-{_slug(named[k])}" for k in varying)
+        suffix = "".join(f"-{slug(named[k])}" for k in varying)
         groups.append((suffix, sub))
     return groups
 
 
-def _values(sub: pd.DataFrame, col: str) -> list[str]:
+def column_values(sub: pd.DataFrame, col: str) -> list[str]:
     if col not in sub:
         return []
     return sorted({str(v) for v in sub[col] if str(v) not in ("", "nan", "None")})
 
 
-def _span(values: pd.Series, fmt=human_int) -> str:
+def span_text(values: pd.Series, fmt=human_int) -> str:
     v = pd.to_numeric(values, errors="coerce").dropna()
     if v.empty:
         return ""
@@ -74,9 +74,9 @@ def batch_text(sub: pd.DataFrame) -> str:
         return ""
     b = pd.to_numeric(sub["batch"], errors="coerce")
     if b.nunique() <= 1:
-        return f"batch {_span(b)}"
+        return f"batch {span_text(b)}"
     tokens = b * pd.to_numeric(sub["seq_len"], errors="coerce")
-    return f"tokens/batch {_span(tokens)} (batch {_span(b)})"
+    return f"tokens/batch {span_text(tokens)} (batch {span_text(b)})"
 
 
 def causality_note(sub: pd.DataFrame) -> str:
@@ -87,10 +87,10 @@ def causality_note(sub: pd.DataFrame) -> str:
 
 def samples_note(sub: pd.DataFrame) -> str:
     """``n = 10–50 timing samples × 2 repeats`` (the timer's samples per cell)."""
-    n = _span(sub["n_samples"]) if "n_samples" in sub else ""
+    n = span_text(sub["n_samples"]) if "n_samples" in sub else ""
     if not n:
         return "n samples not recorded"
-    reps = _span(sub["n_repeats"]) if "n_repeats" in sub and sub["n_repeats"].notna().any() else "1"
+    reps = span_text(sub["n_repeats"]) if "n_repeats" in sub and sub["n_repeats"].notna().any() else "1"
     return f"n = {n} timing samples in {reps} repeat process(es)"
 
 
@@ -100,22 +100,22 @@ def footnote(sub: pd.DataFrame, baseline: str | None) -> str:
     dates = sorted(d[:10] for d in sub["created_at"].astype(str) if d)
     date = dates[0] if dates and dates[0] == dates[-1] else (f"{dates[0]} – {dates[-1]}" if dates else "")
     first = sub.iloc[0]
-    shas = _values(sub, "git_sha")
+    shas = column_values(sub, "git_sha")
     parts = [
         f"{first.get('device_name') or first.get('device')} ({first.get('device')})",
         f"dtype {first.get('dtype')}",
         f"level {first.get('level')}",
-        f"d={_int(first.get('d_model'))} h={_int(first.get('heads'))} L={_int(first.get('layers'))}",
-        f"torch {', '.join(_values(sub, 'torch'))}" if _values(sub, "torch") else "",
+        f"d={int_text(first.get('d_model'))} h={int_text(first.get('heads'))} L={int_text(first.get('layers'))}",
+        f"torch {', '.join(column_values(sub, 'torch'))}" if column_values(sub, "torch") else "",
         f"code {', '.join(shas)}" if shas else "",
         date,
     ]
     if baseline:
         parts.append(f"baseline {baseline} (same causality)")
-    threads = _span(sub["cpu_threads"]) if "cpu_threads" in sub and str(first.get("device")) == "cpu" else ""
+    threads = span_text(sub["cpu_threads"]) if "cpu_threads" in sub and str(first.get("device")) == "cpu" else ""
     how = [
         batch_text(sub),
-        f"padding {', '.join(_values(sub, 'padding')) or 'not recorded'}",
+        f"padding {', '.join(column_values(sub, 'padding')) or 'not recorded'}",
         causality_note(sub),
         f"{threads} CPU thread(s)" if threads else ("CPU threads not recorded" if str(first.get("device")) == "cpu" else ""),
         samples_note(sub),
@@ -123,14 +123,14 @@ def footnote(sub: pd.DataFrame, baseline: str | None) -> str:
     return " · ".join(str(p) for p in parts if p) + "\n" + " · ".join(p for p in how if p)
 
 
-def _int(v: object) -> str:
+def int_text(v: object) -> str:
     try:
         return str(int(float(v)))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return str(v)
 
 
-def _log2_x(ax: plt.Axes) -> None:
+def log2_x(ax: plt.Axes) -> None:
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: human_int(int(round(x))) if x >= 1 else f"{x:g}"))
     ax.set_xlabel("sequence length N (tokens, log₂)")
@@ -152,7 +152,7 @@ def wrap_note(note: str, width: int) -> str:
     return "\n".join(out)
 
 
-def _save(fig: plt.Figure, rows: pd.DataFrame, out_dir: Path, name: str, note: str) -> list[Path]:
+def save_figure(fig: plt.Figure, rows: pd.DataFrame, out_dir: Path, name: str, note: str) -> list[Path]:
     note = wrap_note(note, int(fig.get_figwidth() * 17.5))
     fig.text(0.01, 0.005, note, fontsize=6.5, color="0.35", ha="left", va="bottom")
     lines = note.count("\n") + 1
@@ -165,7 +165,7 @@ def _save(fig: plt.Figure, rows: pd.DataFrame, out_dir: Path, name: str, note: s
     return paths
 
 
-def _lines(
+def draw_lines(
     ax: plt.Axes, rows: pd.DataFrame, y: str, band: tuple[str, str] | None = None, scale: float = 1.0, ci: tuple[str, str] | None = None
 ) -> bool:
     """One line per series; the ``no-mixing`` floor black and dashed; ``ci`` columns as error bars."""
@@ -200,3 +200,8 @@ def ci_note(rows: pd.DataFrame, what: str) -> str:
         return f"{what}: CI unavailable (no raw timing samples in the CSV)"
     part = "" if n == k else f" ({n} of {k} rows; the rest have no raw samples)"
     return f"{what}: 95 % bootstrap CI (timing jitter of one seed, cluster bootstrap over repeats){part}"
+
+
+def default_report_dir(csv_path: str | Path) -> Path:
+    """``results/x.csv`` -> ``reports/x`` (beside ``results/``'s parent)."""
+    return Path("reports") / Path(csv_path).stem

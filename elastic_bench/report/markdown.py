@@ -42,9 +42,16 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .accounting import flops_is_partial, flops_label, format_flops
 from ..measure.bootstrap import parse_samples, ratio_ci
-from .compare import MATCH_KEYS, is_exact, is_flash_class, is_floor, match_key, provenance_mismatches
+from .accounting import flops_is_partial, flops_label, format_flops
+from .compare import (
+    MATCH_KEYS,
+    is_exact,
+    is_flash_class,
+    is_floor,
+    match_key,
+    provenance_mismatches,
+)
 from .figure_kit import PASS_ORDER, ci_note, efficiency_rows, figure_groups, footnote
 from .plots import plot_results
 
@@ -127,7 +134,7 @@ def throughput_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def table_note(rows: pd.DataFrame, baseline: str | None = None, ci_what: str | None = None) -> str:
-    """The footnote under a table: :func:`.plots.footnote` in one line, plus what the CI is."""
+    """The footnote under a table: :func:`.figure_kit.footnote` in one line, plus what the CI is."""
     text = footnote(rows, baseline).replace("\n", " · ")
     if ci_what:
         text += " · " + ci_note(rows, ci_what)

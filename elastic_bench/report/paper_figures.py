@@ -45,11 +45,19 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from ..measure.bootstrap import parse_samples, ratio_ci  # noqa: E402
 from .ablation_axes import Axis, axis_values, get_axis, value_label  # noqa: E402
 from .accounting import flops_is_partial, flops_label, with_accounting  # noqa: E402
-from ..measure.bootstrap import parse_samples, ratio_ci  # noqa: E402
-from .compare import MATCH_KEYS, _keep, _parse_options, causal_value, causality_text, is_exact, with_latency_ci  # noqa: E402
-from .figure_kit import _log2_x, _save, footnote  # noqa: E402
+from .compare import (  # noqa: E402
+    MATCH_KEYS,
+    _keep,
+    _parse_options,
+    causal_value,
+    causality_text,
+    is_exact,
+    with_latency_ci,
+)
+from .figure_kit import footnote, log2_x, save_figure  # noqa: E402
 from .markdown import CLAIM_MEMORY, CLAIM_SPEEDUP, CPU_NOTE, is_elastic  # noqa: E402
 
 CONFIG_KEYS = ("model", "options", "d_model", "heads", "layers")
@@ -70,7 +78,9 @@ def row_causality(model: object, causal: object, objective: object = "") -> bool
     if str(objective) == "all":
         return True
     try:
-        from ..registry import get  # the backend's declaration, as `elastic-bench train` resolves it
+        from ..registry import (
+            get,  # the backend's declaration, as `elastic-bench train` resolves it
+        )
 
         return bool(get(str(model)).capabilities.causal)
     except Exception:  # unknown or unloadable backend: not recorded
@@ -288,7 +298,7 @@ def plot_ablation(df: pd.DataFrame, axis: str | Axis, out_dir: str | Path, metri
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
     ax.set_title(f"Ablation: {ax_def.label}")
     subset = _subset(pd.concat([a, a_ref]), pd.concat([e, e_ref]))
-    written += _save(fig, subset, out, f"ablation-{ax_def.name}", _note(note_rows, _latency_note(pd.concat([e, e_ref]), n)))
+    written += save_figure(fig, subset, out, f"ablation-{ax_def.name}", _note(note_rows, _latency_note(pd.concat([e, e_ref]), n)))
     if not e.empty and e["params"].notna().any():
         fig, ax = plt.subplots(figsize=(7, 4.8))
         pos = _categorical_x(ax, values, ax_def.label)
@@ -318,7 +328,7 @@ def plot_ablation(df: pd.DataFrame, axis: str | Axis, out_dir: str | Path, metri
         ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
         ax.set_title(f"Capacity vs compute: {ax_def.label}")
         fl = "FLOPs methods: " + "; ".join(f"{m or 'none'} = {flops_label(m)}" for m in sorted(methods))
-        written += _save(fig, e.reset_index(drop=True), out, f"ablation-{ax_def.name}-capacity",
+        written += save_figure(fig, e.reset_index(drop=True), out, f"ablation-{ax_def.name}-capacity",
                          _note(note_rows, "memory bank = M·d + √M·d (values + sub-keys) · " + fl))  # fmt: skip
     return written
 
@@ -374,7 +384,7 @@ def plot_pareto(df: pd.DataFrame, out_dir: str | Path, metric: str = METRIC) -> 
         eff_used = eff_used[eff_used["config_hash"].isin(_used_hashes(df, pts))] if not eff_used.empty else eff_used
         extra = f"efficiency at N={','.join(map(str, lens))}, pass infer · y bars: std over seeds (seed variance) · "
         extra += _pareto_x_note(pts, name)
-        written += _save(fig, pts.reset_index(drop=True), out, f"pareto-{name}", _note(eff_used if not eff_used.empty else df[df["status"] == "ok"], extra))
+        written += save_figure(fig, pts.reset_index(drop=True), out, f"pareto-{name}", _note(eff_used if not eff_used.empty else df[df["status"] == "ok"], extra))
     return written
 
 
@@ -502,7 +512,7 @@ def plot_claim_check(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         axes[1].set_ylabel("inference speed-up (×, log₂)")
         axes[1].set_title("Speed-up (inference)", fontsize=10)
         for a in axes:
-            _log2_x(a)
+            log2_x(a)
             a.legend(fontsize=6)
         cpu = (sub["evidence"] == CPU_NOTE).all()
         title = "Claim check: ELASTIC vs eager softmax (solid) and the best exact backend measured alike (dashed)"
@@ -517,5 +527,5 @@ def plot_claim_check(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
             extra += " · no exact backend measured alike (not drawn): " + ", ".join(alone)
         if cpu:
             extra += f" · {CPU_NOTE}"
-        written += _save(fig, sub.reset_index(drop=True), out, f"claim-check{suffix}", _note(rows, extra) if not rows.empty else extra)
+        written += save_figure(fig, sub.reset_index(drop=True), out, f"claim-check{suffix}", _note(rows, extra) if not rows.empty else extra)
     return written

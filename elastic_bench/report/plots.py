@@ -19,7 +19,7 @@ token mixing: the floor no attention can beat) is drawn as a black dashed line l
 
 Each figure is written as PNG and PDF, with the exact CSV subset it was drawn from beside
 it (``<name>.csv``, derived columns included); the x axis is log₂ sequence length, axes
-carry units and a two-line footnote (:func:`footnote`) gives device, dtype, level, model
+carry units and a two-line footnote (:func:`.figure_kit.footnote`) gives device, dtype, level, model
 shape, torch, code, date and baseline, then batch or tokens per batch, padding, causality,
 CPU threads, the number of timing samples and repeats, and what the error bars are.  Only
 ``status == "ok"`` rows are drawn, and speed-ups only come from :mod:`.compare` (matched
@@ -39,25 +39,16 @@ from typing import Iterable
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
-from .figure_kit import (  # noqa: F401 - the shared helpers, re-exported for callers of .plots
-    GROUP_KEYS,
+from .figure_kit import (
     PASS_ORDER,
-    _int,
-    _lines,
-    _log2_x,
-    _save,
-    _slug,
-    _span,
-    _values,
-    batch_text,
-    causality_note,
     ci_note,
+    draw_lines,
     efficiency_rows,
     figure_groups,
     footnote,
+    log2_x,
     plt,
-    samples_note,
-    wrap_note,
+    save_figure,
 )
 from .serving_plots import plot_serving
 
@@ -72,51 +63,51 @@ def plot_group(sub: pd.DataFrame, suffix: str, baseline: str, out_dir: Path) -> 
         note = footnote(rows, None)
         # latency
         fig, ax = plt.subplots(figsize=(7, 4.8))
-        _lines(ax, rows, "latency_ms_p50", ("latency_ms_p20", "latency_ms_p80"), ci=("latency_ms_ci_lo", "latency_ms_ci_hi"))
-        _log2_x(ax)
+        draw_lines(ax, rows, "latency_ms_p50", ("latency_ms_p20", "latency_ms_p80"), ci=("latency_ms_ci_lo", "latency_ms_ci_hi"))
+        log2_x(ax)
         ax.set_yscale("log")
         ax.set_ylabel("latency p50 (ms, log; band p20–p80)")
         ax.set_title(f"Latency vs sequence length — {p}")
         ax.legend(fontsize=7)
-        written += _save(fig, rows, out_dir, f"latency-{p}{suffix}", note + " · " + ci_note(rows, "bars on the median"))
+        written += save_figure(fig, rows, out_dir, f"latency-{p}{suffix}", note + " · " + ci_note(rows, "bars on the median"))
         # speed-up
         rel = rows[rows["speedup"].notna() & (rows["model"] != baseline)]
         if not rel.empty:
             fig, ax = plt.subplots(figsize=(7, 4.8))
-            _lines(ax, rel, "speedup", ci=("speedup_ci_lo", "speedup_ci_hi"))
+            draw_lines(ax, rel, "speedup", ci=("speedup_ci_lo", "speedup_ci_hi"))
             ax.axhline(1.0, color="0.3", lw=1, ls="--")
-            _log2_x(ax)
+            log2_x(ax)
             ax.set_yscale("log", base=2)
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"×{v:g}"))
             ax.set_ylabel(f"speed-up vs {baseline} (×, log₂)")
             ax.set_title(f"Speed-up vs {baseline} — {p}")
             ax.legend(fontsize=7)
             bars = ci_note(rel, "bars on the ratio of medians")
-            written += _save(fig, rel, out_dir, f"speedup-{p}{suffix}", footnote(rel, baseline) + " · " + bars)
+            written += save_figure(fig, rel, out_dir, f"speedup-{p}{suffix}", footnote(rel, baseline) + " · " + bars)
         # memory
         if rows["peak_mem_mb"].notna().any():
             fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
             for ax, col, title in ((axes[0], "peak_mem_mb", "peak memory"), (axes[1], "act_mem_mb", "activation memory (peak − base)")):
-                _lines(ax, rows, col)
-                _log2_x(ax)
+                draw_lines(ax, rows, col)
+                log2_x(ax)
                 ax.set_yscale("log")
                 ax.set_ylabel(f"{title} (MB, log)")
                 ax.set_title(f"{title.capitalize()} — {p}", fontsize=10)
             axes[0].legend(fontsize=7)
             mm = rows["mem_method"].iloc[0] if "mem_method" in rows else ""
-            written += _save(fig, rows, out_dir, f"memory-{p}{suffix}", note + f" · memory: {mm}")
+            written += save_figure(fig, rows, out_dir, f"memory-{p}{suffix}", note + f" · memory: {mm}")
         # memory reduction
         red = rows[rows["peak_mem_reduction"].notna() & (rows["model"] != baseline)]
         if not red.empty:
             fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
             for ax, col, title in ((axes[0], "peak_mem_reduction", "peak memory"), (axes[1], "act_mem_reduction", "activation memory")):
-                _lines(ax, red, col, scale=100.0)
+                draw_lines(ax, red, col, scale=100.0)
                 ax.axhline(0.0, color="0.3", lw=1, ls="--")
-                _log2_x(ax)
+                log2_x(ax)
                 ax.set_ylabel(f"{title} reduction vs {baseline} (%)")
                 ax.set_title(f"{title.capitalize()} reduction — {p}", fontsize=10)
             axes[0].legend(fontsize=7)
-            written += _save(fig, red, out_dir, f"mem-reduction-{p}{suffix}", footnote(red, baseline))
+            written += save_figure(fig, red, out_dir, f"mem-reduction-{p}{suffix}", footnote(red, baseline))
     return written
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .compare import series_labels
-from .figure_kit import _lines, _log2_x, _save, figure_groups, footnote, plt
+from .figure_kit import draw_lines, figure_groups, footnote, log2_x, plt, save_figure
 
 SERVING = ("serve", "serve_step")
 
@@ -77,35 +77,35 @@ def plot_serving(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         serve = _smallest_batch(sub[sub["pass"] == "serve"])
         if not step.empty:
             fig, ax = plt.subplots(figsize=(7, 4.8))
-            _lines(ax, step, "latency_ms_p50", ("latency_ms_p20", "latency_ms_p80"))
+            draw_lines(ax, step, "latency_ms_p50", ("latency_ms_p20", "latency_ms_p80"))
             if "latency_ms_p99" in step and step["latency_ms_p99"].notna().any():
                 for _, s in step.sort_values("seq_len").groupby("series"):
                     ax.plot(s["seq_len"], s["latency_ms_p99"], ls=":", lw=0.8, color="0.5")
-            _log2_x(ax)
+            log2_x(ax)
             ax.set_xlabel("history length N (items, log₂)")
             ax.set_yscale("log")
             ax.set_ylabel("one step, p50 (ms, log)")
             ax.set_title(f"serve_step: one appended interaction — batch {int(step['batch'].iloc[0])} (band p20–p80, dotted p99)", fontsize=10)
             ax.legend(fontsize=7)
-            written += _save(fig, step, out, f"serve-step-latency{suffix}", footnote(step, None) + " · state built untimed; every step from the same state")
+            written += save_figure(fig, step, out, f"serve-step-latency{suffix}", footnote(step, None) + " · state built untimed; every step from the same state")
             if "state_bytes_per_user" in step and step["state_bytes_per_user"].notna().any():
                 fig, ax = plt.subplots(figsize=(7, 4.8))
-                _lines(ax, step, "state_bytes_per_user")
-                _log2_x(ax)
+                draw_lines(ax, step, "state_bytes_per_user")
+                log2_x(ax)
                 ax.set_xlabel("history length N (items, log₂)")
                 ax.set_yscale("log", base=2)
                 ax.set_ylabel("cached state per user (bytes, log₂)")
                 ax.set_title("Per-user serving state vs history length")
                 ax.legend(fontsize=7)
                 note = footnote(step, None) + " · bytes of the per-user state tensors at their used length (recompute: the int64 item history)"
-                written += _save(fig, step, out, f"serve-state-bytes{suffix}", note)
+                written += save_figure(fig, step, out, f"serve-state-bytes{suffix}", note)
         if not serve.empty:
             fig, ax = plt.subplots(figsize=(7, 4.8))
-            _lines(ax, serve, "latency_ms_p50", ("latency_ms_p20", "latency_ms_p80"))
-            _log2_x(ax)
+            draw_lines(ax, serve, "latency_ms_p50", ("latency_ms_p20", "latency_ms_p80"))
+            log2_x(ax)
             ax.set_yscale("log")
             ax.set_ylabel("latency p50 (ms, log; band p20–p80)")
             ax.set_title(f"serve: last position, last layer's one query — batch {int(serve['batch'].iloc[0])}")
             ax.legend(fontsize=7)
-            written += _save(fig, serve, out, f"serve-latency{suffix}", footnote(serve, None))
+            written += save_figure(fig, serve, out, f"serve-latency{suffix}", footnote(serve, None))
     return written

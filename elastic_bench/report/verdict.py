@@ -39,7 +39,7 @@ from ..measure.bootstrap import parse_samples, ratio_ci
 from ..store import COLUMNS as COLUMNS_OF_RESULTS
 from ..store import load_results
 from .compare import MATCH_KEYS, causal_value, is_exact, match_key
-from .figure_kit import _save, plt
+from .figure_kit import plt, save_figure
 from .latex import escape
 from .significance import RULE, Stat, better, welch_t
 
@@ -383,7 +383,7 @@ def plot_accuracy_families(acc: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_ylabel("test NDCG@10 (dots: seeds, bar: mean)")
         ax.grid(axis="y", alpha=0.3)
     note = "Equal epoch budget (verdict-cpu preset), early stopping on held-out validation; test at the best validation epoch; full ranking."
-    return _save(fig, ok[["family", "label", "model", "options", "seed", "ndcg@10", "hr@10", "config_hash"]], out_dir, "accuracy-families", note)
+    return save_figure(fig, ok[["family", "label", "model", "options", "seed", "ndcg@10", "hr@10", "config_hash"]], out_dir, "accuracy-families", note)
 
 
 def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -417,7 +417,7 @@ def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> li
             ax.legend(fontsize=7)
     note = f"Dotted: {FLAT:.2f}x (the 'flat' rule). Error bars: 95 % bootstrap CI of the latency ratio. Accuracy runs use dense bank gradients."
     data = lat if not lat.empty else ok
-    return _save(fig, data, out_dir, "memory-bank", note)
+    return save_figure(fig, data, out_dir, "memory-bank", note)
 
 
 def learning_curves(runs_dir: Path) -> pd.DataFrame:
@@ -444,7 +444,7 @@ def plot_learning_curves(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set(title=f"objective {obj}, N={n}", xlabel="epoch", ylabel="validation NDCG@10")
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
-    return _save(fig, curves, out_dir, "learning-curves", "Validation NDCG@10 per epoch of every finished run (results/<preset>/runs/*.json).")
+    return save_figure(fig, curves, out_dir, "learning-curves", "Validation NDCG@10 per epoch of every finished run (results/<preset>/runs/*.json).")
 
 
 def long_history_table(acc: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:

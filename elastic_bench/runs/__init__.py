@@ -2,7 +2,7 @@
 the figure presets, and the launchers that run cells elsewhere.
 
 - :mod:`.spec`           the frozen sweep configuration (CLI + YAML + device defaults)
-- :mod:`.cells`          the grid: one cell per measurement, crossed with each backend's option axes
+- :mod:`.grid`           the grid: one cell per measurement, crossed with each backend's option axes
 - :mod:`.sweep`          the efficiency sweep: plan, resume, measure each cell, append its row
 - :mod:`.repeats`        headline cells again in fresh worker processes, interleaved
 - :mod:`.tasks`          the functions a launcher's workers run (one cell in, one row out)

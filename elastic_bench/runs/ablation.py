@@ -12,7 +12,7 @@ Each half is resumable on its own (``config_hash``), so rerunning the command on
 missing cells.
 
 Caveat: the efficiency sweep's model uses the recommender defaults for what a
-:class:`~elastic_bench.runs.cells.Cell` does not describe (FFN ×4 with GELU, no L2 norm);
+:class:`~elastic_bench.measure.cell.Cell` does not describe (FFN ×4 with GELU, no L2 norm);
 a training preset with another FFN (``sasrec-ml1m``: ×1 ReLU) is timed with the default FFN.
 
 Example::
@@ -31,11 +31,11 @@ from typing import Any
 
 from rich.console import Console
 
-from ..train.config import TrainConfig
+from ..grammar import GrammarError
 from ..report.ablation_axes import Axis, get_axis
+from ..train.config import TrainConfig
 from .accuracy import AccuracySpec, run_accuracy_sweep
 from .accuracy_spec import accuracy_spec
-from ..grammar import GrammarError
 from .spec import SweepSpec, load_spec, parse_option_axes
 
 
@@ -173,9 +173,9 @@ def run_ablation(
     run_sweep(spec.efficiency, console, progress=progress, launcher=launcher)
     if spec.dry_run or not spec.plot:
         return []
+    from ..report.figure_kit import default_report_dir
     from ..report.paper_figures import plot_ablation
     from ..store import load_results
-    from .sweep import default_report_dir
 
     out_dir = Path(report_dir) if report_dir else default_report_dir(spec.out)
     files = plot_ablation(load_results(spec.out), spec.axis, out_dir)

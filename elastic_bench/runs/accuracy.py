@@ -35,10 +35,11 @@ from rich.table import Table
 
 from ..environment import resolve_device
 from ..grammar import GrammarError
+from ..measure.cell import backend_info
 from ..store import ResultsStore
 from ..train.config import TrainConfig
 from ..train.rows import base_row
-from .cells import backend_info, option_combos
+from .grid import option_combos
 from .launch import is_remote
 from .sweep import make_progress
 from .train_cell import train_cell
@@ -160,7 +161,7 @@ def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progr
     console.print(f"[bold]Done:[/] {result.ran} rows ({', '.join(f'{k} {v}' for k, v in sorted(result.statuses.items()))}) -> {spec.out}")
     if spec.plot:
         from ..report.accuracy_plots import plot_accuracy
-        from .sweep import default_report_dir
+        from ..report.figure_kit import default_report_dir
 
         files = plot_accuracy([spec.out], default_report_dir(spec.out))
         console.print(f"plots: {sum(1 for f in files if f.suffix == '.png')} figures in {default_report_dir(spec.out)}/")
@@ -183,8 +184,8 @@ def _local_rows(todo: list[TrainConfig], spec: AccuracySpec, datasets: dict[str,
 def _remote_rows(todo: list[TrainConfig], spec: AccuracySpec, run_id: str, launcher: Any) -> Iterator[tuple[TrainConfig, dict[str, Any]]]:
     """Every cell a task of its own (one GPU each on CUDA, else one CPU); rows as they finish."""
     from .launch import Job
-    from .tasks import accuracy_task
     from .sweep import launcher_failure
+    from .tasks import accuracy_task
 
     # workers may start elsewhere: give them absolute paths
     data_dir = str(Path(spec.data_dir).resolve()) if spec.data_dir else None

@@ -10,9 +10,9 @@ import dataclasses
 from typing import Any
 
 from ..environment import resolve_device
+from ..grammar import GrammarError, parse_float, parse_int_axis, parse_memory_sizes
 from ..presets import train_preset
 from .accuracy import AccuracySpec
-from ..grammar import GrammarError, parse_float, parse_int_axis, parse_memory_sizes
 from .spec import parse_option_axes, resolve_models
 
 DEFAULT_MODELS = ("softmax", "elastic", "elastic-causal")

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable
 
 from ..measure.cell import Cell
 from ..measure.engine import Engine, base_row, measure_row
-from ..measure.samples import format_samples, pool_rows, timing_fields  # noqa: F401 - re-exported
+from ..measure.samples import pool_rows
 
 DEFAULT_PROCESS_REPEATS = 3
 

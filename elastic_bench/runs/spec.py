@@ -27,8 +27,16 @@ import torch
 from .. import registry
 from ..attention import DTYPE_NAMES
 from ..environment import resolve_device
+from ..grammar import (
+    GrammarError,
+    human_int,
+    parse_float,
+    parse_int_axis,
+    parse_memory_sizes,
+    parse_name_list,
+    parse_number,
+)
 from ..measure.cell import SERVE_BATCHES, SERVING_PASSES, backend_info
-from ..grammar import GrammarError, human_int, parse_float, parse_int_axis, parse_memory_sizes, parse_name_list, parse_number
 
 # infer = the throughput regime (every position, large batches); serve / serve_step = the serving
 # regime (last query only / one appended interaction, serving batches): see elastic_bench/measure/passes.py

@@ -24,15 +24,24 @@ from typing import Any, Iterator
 import torch
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ..environment import device_name as _device_name
 from ..environment import environment
 from ..grammar import human_int
-from ..measure.engine import Engine, OomSeries, base_row, free_memory, is_oom, measure_row  # noqa: F401 - re-exported
+from ..measure.cell import Cell
+from ..measure.engine import Engine, OomSeries, base_row, measure_row
+from ..report.figure_kit import default_report_dir
 from ..store import ResultsStore
-from .cells import Cell, expand
+from .grid import expand
 from .launch import is_remote
 from .repeats import ProcessPerRound, RepeatLog, headline, interleaved
 from .spec import SweepSpec
@@ -275,8 +284,3 @@ def run_sweep(spec: SweepSpec, console: Console | None = None, progress: bool = 
 
 def _status_kind(status: str) -> str:
     return status.split(":", 1)[0]
-
-
-def default_report_dir(csv_path: str | Path) -> Path:
-    """``results/x.csv`` -> ``reports/x`` (beside ``results/``'s parent)."""
-    return Path("reports") / Path(csv_path).stem

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from ..data.resolve import load_dataset
+from ..environment import free_memory, is_oom
 from ..measure.cell import backend_info
-from ..measure.engine import free_memory, is_oom
 from ..train.config import TrainConfig
 from ..train.isolated import train_isolated
 from ..train.rows import accuracy_row, base_row

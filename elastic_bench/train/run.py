@@ -14,15 +14,21 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from ..grammar import GrammarError, parse_memory_sizes
-from ..store import ResultsStore
 from ..data.formats import LoadOptions
 from ..data.resolve import load_dataset
 from ..environment import resolve_device
+from ..grammar import GrammarError, parse_memory_sizes
 from ..presets import published_reference, train_preset
+from ..store import ResultsStore
 from . import distributed
 from .config import config_from_mapping
 from .rows import accuracy_row

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from ..measure.cell import (  # noqa: F401 - the grid's vocabulary, re-exported for its callers
+from ..measure.cell import (
     BACKWARD_PASSES,
     OP_LOSS,
     SERVE_BATCHES,
