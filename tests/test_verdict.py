@@ -114,6 +114,9 @@ def test_capacity_rule_needs_accuracy_from_the_bank_and_flat_latency():
     t = V.claims_table(pd.DataFrame(), acc, pd.DataFrame(flat))
     assert claim(t, "capacity", "elastic M=64k vs elastic M=0", "accuracy bought by the bank")["verdict"] == "holds"
     assert claim(t, "capacity", "elastic M=1m vs M=0", "inference cost vs bank size")["verdict"] == "holds"
+    bumpy = flat + [eff_row("elastic", False, 200, 1.3, 10.0, memory_size=4096, options="memory_size=4096", config_hash="b4k")]
+    r = claim(V.claims_table(pd.DataFrame(), acc, pd.DataFrame(bumpy)), "capacity", "elastic M=4k, 1m vs M=0", "inference cost vs bank size")
+    assert r["verdict"] == "does not hold" and "x1.30" in r["measurement"] and "M=4k" in r["measurement"]  # any bank size counts
     steep = [dict(r, latency_ms_p50=r["latency_ms_p50"] * (2 if r["memory_size"] else 1), latency_samples_ms="") for r in flat]
     t = V.claims_table(pd.DataFrame(), acc, pd.DataFrame(steep))
     assert claim(t, "capacity", "elastic M=1m vs M=0", "inference cost vs bank size")["verdict"] == "does not hold"
