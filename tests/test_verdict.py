@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -226,3 +227,23 @@ def test_gpu_rows_become_rows_of_their_own(tmp_path):
     h200 = t[t["setting"].astype(str).str.contains("H200")]
     assert set(h200["claim"]) == {"memory", "speed"} and (h200[h200["comparison"] == "elastic-causal vs softmax"]["verdict"] == "holds").all()
     assert not t["regime"].str.startswith("GPU").any()  # the placeholder row is gone once GPU rows exist
+
+
+def test_the_shipped_verdict_preset_plans_every_cell(tmp_path):
+    """verdict-cpu as committed: 4 sweeps first, then 15 training cells in 6 groups, one thread, one budget."""
+    from elastic_bench.runs.accuracy import expand_accuracy
+
+    preset = load_preset("verdict-cpu", tmp_path)
+    plan, commands = plan_preset(preset, dry_run=True)
+    kinds = [k for k, _ in plan]
+    assert kinds == ["efficiency"] * 4 + ["accuracy"] * 6
+    cells = [c for k, s in plan if k == "accuracy" for c in expand_accuracy(s)]
+    assert len(cells) == len({c.config_hash() for c in cells}) == 15
+    assert {c.epochs for c in cells} == {56} and {c.patience for c in cells} == {10} and not any(c.train_on_valid for c in cells)
+    assert all(s.threads == 1 and s.checkpoint_dir for k, s in plan if k == "accuracy")
+    assert sorted({c.max_len for c in cells}) == [200, 800]
+    assert {dict(c.options).get("memory_size") for c in cells if c.model == "elastic"} == {0, 4096, 65536, 1 << 20}
+    # every committed training row is one of the planned cells: a change that moved a hash would orphan it
+    committed = Path(__file__).resolve().parents[1] / "results" / "verdict-cpu" / "accuracy.csv"
+    if committed.is_file():
+        assert set(load_results(committed)["config_hash"]) <= {c.config_hash() for c in cells}
