@@ -155,7 +155,8 @@ def test_verdict_preset_runs_resumes_and_rebuilds_from_csv(tmp_path):
     assert len(runs) == 6 and all(len(json.loads(p.read_text())["history"]) == 2 for p in runs)
     assert not list((tmp_path / "results" / "v" / "checkpoints").glob("*.pt"))  # removed once the row is written
     out = tmp_path / "reports" / "v"
-    for f in ("claims.md", "claims.tex", "claims.csv", "verdict.md", "accuracy-families.png", "learning-curves.png"):
+    for f in ("claims.md", "claims.tex", "claims.csv", "verdict.md", "accuracy-families.png", "learning-curves.png", "long-histories.png",
+              "efficiency/latency-infer.png"):
         assert (out / f).is_file(), f
     table = pd.read_csv(out / "claims.csv")
     assert set(table["claim"]) == {"memory", "speed", "accuracy", "capacity"} and set(table["verdict"]) <= set(V.VERDICTS)

@@ -490,6 +490,26 @@ def budget_text(acc: pd.DataFrame, pending: list[str]) -> str:
     return "; ".join(lines) + "."
 
 
+def plot_long_histories(long: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Test NDCG@10, median epoch time and peak memory at each max length, per model (seed 0)."""
+    if long.empty:
+        return []
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    models = sorted(long["model"].unique())
+    lens = sorted(long["max_len"].unique())
+    width = 0.8 / max(len(models), 1)
+    for ax, col in zip(axes, ("test NDCG@10", "median epoch s", "peak memory MB")):
+        for i, m in enumerate(models):
+            sub = long[long["model"] == m].set_index("max_len").reindex(lens)
+            ax.bar([j + i * width for j in range(len(lens))], sub[col].astype(float), width, label=m, color=f"C{i}")
+        ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(lens))], [f"max len {n}" for n in lens])
+        ax.set_ylabel(col)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    note = "ML-1M, objective all, seed 0, one thread; epoch time: the training loop of one epoch (evaluation excluded); peak memory: the training process's own."
+    return save_figure(fig, long, out_dir, "long-histories", note)
+
+
 # ----------------------------------------------------------------------------- writing
 
 
@@ -547,4 +567,9 @@ def write_verdict(results_dir: Path, out_dir: Path, pending: list[str], gpu_dir:
     files += plot_accuracy_families(acc, out_dir)
     files += plot_memory_bank(acc, bank, out_dir)
     files += plot_learning_curves(curves, out_dir)
+    files += plot_long_histories(long, out_dir)
+    if not eff.empty:  # the sweeps' own figures: latency, speed-up and memory vs N, serving
+        from .plots import plot_results
+
+        files += plot_results(eff, baseline="softmax", out_dir=out_dir / "efficiency")
     return files
