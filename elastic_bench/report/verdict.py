@@ -484,7 +484,7 @@ def budget_text(acc: pd.DataFrame, pending: list[str]) -> str:
     for p in pending:
         n = 800.0 if " N=800 " in p else 200.0
         est += per_n.get(n, base * (4 if n == 800 else 1))
-    lines = [f"{len(ok)} training cells finished: {used:.1f} CPU hours of wall time (one thread each, one at a time)"]
+    lines = [f"{len(ok)} training cell(s) finished: {used:.1f} CPU hours of wall time (one thread each, one at a time)"]
     lines += [f"mean per run at N={int(n)}: {h:.2f} h" for n, h in sorted(per_n.items())]
     lines.append(f"{len(pending)} pending: about {est:.1f} h more (the mean of finished runs of the same N; N=800 estimated at 4x N=200 until one finishes)")
     return "; ".join(lines) + "."
@@ -557,7 +557,7 @@ def write_verdict(results_dir: Path, out_dir: Path, pending: list[str], gpu_dir:
            "Last-position family: objective `last` (the last position of each prefix).",
            "- Efficiency: the preset's sweeps on this machine (`results/<preset>/throughput.csv`, `serving.csv`, `memory-bank*.csv`), "
            "at the accuracy runs' shape.", "",
-           "## Claims", "", to_markdown(table.drop(columns=["paper"])), "## Accuracy by seed", "", to_markdown(stats), ]  # fmt: skip
+           "## Claims", "", to_markdown(table.drop(columns=["paper"])), "## Accuracy by seed (test NDCG@10)", "", to_markdown(stats.round({"mean": 4, "std": 4})), ]  # fmt: skip
     md += ["## Long histories (objective all, seed 0)", "", to_markdown(long)]
     md += ["## Budget", "", budget_text(acc, pending), ""]
     md += ["## Pending", ""] + ([f"- {p}" for p in pending] or ["- nothing: every planned cell has a row"]) + [""]
