@@ -41,6 +41,7 @@ from ..store import load_results
 from .compare import MATCH_KEYS, causal_value, is_exact, match_key
 from .figure_kit import plt, save_figure
 from .latex import escape
+from .markdown import md_table
 from .significance import RULE, Stat, better, welch_t
 
 CLAIM_MEMORY = 0.90
@@ -350,13 +351,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "_(none)_\n"
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join(str(r[c]).replace("|", "\\|").replace("\n", " ") for c in cols) + " |")
-    return "\n".join(lines) + "\n"
+    """:func:`.markdown.md_table` with the cells' own ``|`` and newlines escaped."""
+    return md_table(df.astype(str).apply(lambda col: col.str.replace("|", "\\|", regex=False).str.replace("\n", " ", regex=False)))
 
 
 def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:

@@ -4,7 +4,6 @@ sweep (:mod:`.accuracy`) and a launcher's workers (:func:`.tasks.accuracy_task`)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,8 @@ from ..environment import free_memory, is_oom
 from ..measure.cell import backend_info
 from ..train.config import TrainConfig
 from ..train.isolated import train_isolated
-from ..train.rows import accuracy_row, base_row
+from ..train.rows import accuracy_row, base_row, write_run_json
 from ..train.trainer import train
-
-
-def write_run_json(path: Path, result: Any, run_id: str) -> Path:
-    """A finished run's summary and epoch history (what ``elastic-bench train`` writes beside its CSV)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    summary = {"run_id": run_id, "config": result.config.to_dict(), "config_hash": result.config.config_hash(), **result.summary(), "history": result.history}
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(summary, indent=1, default=str))
-    tmp.replace(path)
-    return path
 
 
 def _failure_row(cfg: TrainConfig, run_id: str, status: str, reason: str) -> dict[str, Any]:

@@ -9,7 +9,9 @@ committed results keep resuming.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,3 +88,14 @@ def accuracy_row(result: TrainResult, run_id: str) -> dict[str, Any]:
         "dataset": result.dataset if result.protocol == "full" else f"{result.dataset} [{result.protocol}]",
         **metrics,
     }
+
+
+def write_run_json(path: Path, result: TrainResult, run_id: str, **extra: Any) -> Path:
+    """A finished run's summary and epoch history as JSON (written whole or not at all); ``extra``
+    keys (e.g. the preset's name) come first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary = {"run_id": run_id, **extra, "config": result.config.to_dict(), "config_hash": result.config.config_hash(), **result.summary(), "history": result.history}
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(summary, indent=1, default=str))
+    tmp.replace(path)
+    return path

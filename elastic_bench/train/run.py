@@ -6,7 +6,6 @@ rank runs this; only rank 0 prints, and writes the CSV row and the JSON (and the
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +30,7 @@ from ..presets import published_reference, train_preset
 from ..store import ResultsStore
 from . import distributed
 from .config import config_from_mapping
-from .rows import accuracy_row
+from .rows import accuracy_row, write_run_json
 from .trainer import train
 
 
@@ -84,9 +83,7 @@ def run_training(preset: str, values: dict[str, Any], data_dir: str | None, out:
         store.append(row)
     finally:
         store.close()
-    summary = {"run_id": run_id, "preset": preset, "config": cfg.to_dict(), **result.summary(), "history": result.history}
-    json_path = Path(out).with_suffix("") .parent / f"{Path(out).stem}-{run_id}.json"
-    json_path.write_text(json.dumps(summary, indent=1, default=str))
+    json_path = write_run_json(Path(out).parent / f"{Path(out).stem}-{run_id}.json", result, run_id, preset=preset)
     # every label a user typed (model, dataset, protocol) is escaped: "sampled:100:uniform" stays itself
     table = Table(title=escape(f"{cfg.model} on {ds.name}: test at best validation epoch {result.best_epoch} ({result.protocol} ranking)"))
     published = published_reference(cfg)  # only beside a run of the published model, dataset and protocol
