@@ -126,6 +126,13 @@ def _memory_ratio(e: pd.Series, c: pd.Series) -> tuple[float, str]:
     return 1 - _num(e["peak_mem_mb"]) / _num(c["peak_mem_mb"]), "peak memory"
 
 
+def _less_or_more(reduction: float) -> str:
+    """A reduction in words: 0.948 -> "94.8% less", -0.192 -> "19.2% more" (a signed "+94.8%" reads as more)."""
+    if reduction != reduction:
+        return "n/a"
+    return f"{abs(reduction):.1%} {'less' if reduction >= 0 else 'more'}"
+
+
 def _setting(e: pd.Series, extra: str = "") -> str:
     causal = "causal" if causal_value(e.get("causal")) else "non-causal"
     threads = f", {int(_num(e['cpu_threads']))} thread(s)" if _num(e.get("cpu_threads")) == _num(e.get("cpu_threads")) and str(e.get("device")) == "cpu" else ""
@@ -169,7 +176,7 @@ def _memory_row(pairs: list[tuple[pd.Series, pd.Series]], regime: str, elastic: 
     lo_n = min(int(_num(p[0]["seq_len"])) for p in pairs)
     first = _memory_ratio(*min(pairs, key=lambda p: _num(p[0]["seq_len"])))[0]
     verdict = "holds" if red >= CLAIM_MEMORY else "does not hold"
-    meas = f"{red:+.1%} {what} vs {c['model']} at N={int(_num(e['seq_len']))} (at N={lo_n}: {first:+.1%})"
+    meas = f"{_less_or_more(red)} {what} than {c['model']} at N={int(_num(e['seq_len']))} (at N={lo_n}: {_less_or_more(first)})"
     return _row("memory", regime, label, meas, _setting(e), verdict, RULES["memory"] + note, [e["config_hash"], c["config_hash"]])
 
 
