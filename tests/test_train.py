@@ -157,8 +157,12 @@ def test_checkpoint_resume_continues_the_same_run(tmp_path, loss):
     train(dataclasses.replace(cfg, epochs=2), ds, checkpoint=ckpt)  # "interrupted" after 2 epochs
     with pytest.raises(ValueError, match="another configuration"):
         train(dataclasses.replace(cfg, lr=0.5), ds, checkpoint=ckpt)
+    before = torch.load(ckpt, map_location="cpu", weights_only=False)["state"]["wall_s"]
+    assert before >= sum(h["epoch_s"] for h in full.history[:2]) * 0.5 > 0
     resumed = train(cfg, ds, checkpoint=ckpt)
     assert resumed.epochs_run == 3
+    # the run's wall time spans both segments, not only the resumed one
+    assert resumed.wall_s >= before + resumed.history[-1]["epoch_s"]
     assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-5)
     assert resumed.test["ndcg@10"] == pytest.approx(full.test["ndcg@10"], rel=1e-5)
 

@@ -242,7 +242,7 @@ def test_gpu_rows_become_rows_of_their_own(tmp_path):
 
 
 def test_the_shipped_verdict_preset_plans_every_cell(tmp_path):
-    """verdict-cpu as committed: 5 sweeps first, then 15 training cells in 6 groups, one thread, one budget."""
+    """verdict-cpu as committed: 5 sweeps first, then 16 training cells in 6 groups, one thread, one budget."""
     from elastic_bench.runs.accuracy import expand_accuracy
 
     preset = load_preset("verdict-cpu", tmp_path)
@@ -253,7 +253,13 @@ def test_the_shipped_verdict_preset_plans_every_cell(tmp_path):
     bank = [s for k, s in plan if k == "efficiency" and s.models == ("elastic",) and s.passes == ("infer",)]
     assert sorted(n for s in bank for n in s.seq_lens) == [200, 8192] and all(len(s.seq_lens) == 1 and s.process_repeats == 3 for s in bank)
     cells = [c for k, s in plan if k == "accuracy" for c in expand_accuracy(s)]
-    assert len(cells) == len({c.config_hash() for c in cells}) == 15
+    assert len(cells) == len({c.config_hash() for c in cells}) == 16
+    # two seeds of every model an accuracy verdict compares (softmax, elastic-causal, linear; elastic at 0 and 64k)
+    seeds: dict[tuple, set] = {}
+    for c in cells:
+        if c.max_len == 200:
+            seeds.setdefault((c.model, c.objective, dict(c.options).get("memory_size")), set()).add(c.seed)
+    assert all(len(v) >= 2 for k, v in seeds.items() if k[2] not in (4096, 1 << 20)), seeds
     assert {c.epochs for c in cells} == {56} and {c.patience for c in cells} == {10} and not any(c.train_on_valid for c in cells)
     assert all(s.threads == 1 and s.checkpoint_dir for k, s in plan if k == "accuracy")
     assert sorted({c.max_len for c in cells}) == [200, 800]

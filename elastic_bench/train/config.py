@@ -46,7 +46,7 @@ class TrainConfig:
     clip: float = 1.0
     epochs: int = 100
     patience: int = 10  # evaluations without a better validation NDCG@10 before stopping
-    max_minutes: float = 0.0  # wall-clock budget (0 = none): stop after the epoch that crosses it
+    max_minutes: float = 0.0  # wall-clock budget of the run, resumed segments included (0 = none): stop after the epoch that crosses it
     # evaluation
     eval: str = "full"
     eval_every: int = 1

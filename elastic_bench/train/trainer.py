@@ -192,12 +192,18 @@ def train(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_evals": 0, "valid": {}, "test": {}, "history": [], "train_s": 0.0, "tokens": 0}
+    state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_evals": 0, "valid": {}, "test": {}, "history": [], "train_s": 0.0, "tokens": 0, "wall_s": 0.0}
     best_state = None
     if checkpoint is not None and resume and checkpoint.is_file():
         state, best_state = load_checkpoint(checkpoint, cfg, model, optimizers, schedulers)
         if rank != 0:
             best_state = None  # only rank 0 writes checkpoints
+    # the run's wall time spans its resumed segments: the earlier ones' (saved at their last epoch)
+    # plus this process's (a checkpoint older than this field counts from the resume on)
+    wall_before = float(state.get("wall_s", 0.0))
+
+    def wall() -> float:
+        return wall_before + time.perf_counter() - t_start
 
     def evaluate_split(which: str) -> dict[str, float]:
         es, hist = (split.valid, valid_hist) if which == "valid" else (split.test, test_hist)
@@ -292,7 +298,8 @@ def train(
         state["history"].append(record)
         state["gen_state"] = gen.get_state()
         if progress:
-            progress({"event": "epoch", **record, "wall_s": time.perf_counter() - t_start})
+            progress({"event": "epoch", **record, "wall_s": wall()})
+        state["wall_s"] = wall()
         if checkpoint is not None:
             if world > 1:  # every rank's RNG streams, so that a resumed run continues them
                 mine = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, "gen": gen.get_state()}
@@ -304,7 +311,7 @@ def train(
             stopped = f"early-stop (no better validation NDCG@10 in {cfg.patience} evaluations)"
             break
         # one decision for all ranks (their clocks differ): rank 0's
-        if cfg.max_minutes and distributed.broadcast_flag(time.perf_counter() - t_start > cfg.max_minutes * 60):
+        if cfg.max_minutes and distributed.broadcast_flag(wall() > cfg.max_minutes * 60):
             stopped = f"time budget ({cfg.max_minutes:g} min)"
             break
     peak, method = peak_memory(device, meter)
@@ -318,7 +325,7 @@ def train(
         test=state["test"],
         best_epoch=state["best_epoch"],
         epochs_run=state["epoch"],
-        wall_s=time.perf_counter() - t_start,
+        wall_s=wall(),
         train_s=train_s,
         train_tokens_per_s=state["tokens"] / max(train_s, 1e-9),
         peak_mem_mb=peak,
