@@ -297,9 +297,9 @@ def train(
             record["best_valid_ndcg@10"] = state["best"]
         state["history"].append(record)
         state["gen_state"] = gen.get_state()
-        if progress:
-            progress({"event": "epoch", **record, "wall_s": wall()})
         state["wall_s"] = wall()
+        if progress:
+            progress({"event": "epoch", **record, "wall_s": state["wall_s"]})
         if checkpoint is not None:
             if world > 1:  # every rank's RNG streams, so that a resumed run continues them
                 mine = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, "gen": gen.get_state()}
