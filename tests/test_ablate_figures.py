@@ -152,6 +152,8 @@ def test_figures_from_csv_and_manifest_regenerates_identical_data(tmp_path):
     again = json.loads((out / "manifest.json").read_text())["figure_data"]
     assert again == first and len(first) >= 8
     assert all(sha256(out / name) == h for name, h in first.items())
+    pdfs = sorted(out.glob("*.pdf"))  # no creation timestamp, so a rebuild from the same CSV changes no committed byte
+    assert pdfs and not any(b"/CreationDate" in p.read_bytes() for p in pdfs)
 
 
 def test_presets_load_and_bad_preset_is_refused(tmp_path):

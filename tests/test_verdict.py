@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 import cli
 from elastic_bench.presets import published_reference, train_preset
 from elastic_bench.report import verdict as V
+from elastic_bench.report.training_budget import CellKey, parse_pending
 from elastic_bench.runs.figures import (
     load_preset,
     pending_cells,
@@ -193,6 +194,9 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
     ckpt.parent.mkdir(parents=True)
     train(dataclasses.replace(cfg, epochs=1), load_dataset(DATA), ckpt)  # "killed" after one epoch: its checkpoint stays
     assert any("1/3 epochs in its checkpoint" in p for p in pending_cells(preset))
+    keys = [parse_pending(p) for p in pending_cells(preset)]  # the budget reads back the cell each line names
+    opts = ";".join(sorted(f"{k}={v}" for k, v in cfg.options))
+    assert CellKey(cfg.model, opts, cfg.objective, cfg.max_len) in keys and None not in keys
     run_figures(name, results_root=tmp_path / "results", out_root=tmp_path / "reports", progress=False)
     hist = json.loads((tmp_path / "results" / "v" / "runs" / f"{cfg.model}-{cfg.config_hash()}.json").read_text())["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3]

@@ -159,7 +159,7 @@ def save_figure(fig: plt.Figure, rows: pd.DataFrame, out_dir: Path, name: str, n
     fig.tight_layout(rect=(0, min(0.25, 0.032 * lines * 4.5 / fig.get_figheight()), 1, 1))
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf", out_dir / f"{name}.csv"]
     fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    fig.savefig(paths[1], metadata={"CreationDate": None})  # no timestamp: a rebuild from the same CSV gives the same bytes
     plt.close(fig)
     rows.to_csv(paths[2], index=False)
     return paths

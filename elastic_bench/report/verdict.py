@@ -43,6 +43,7 @@ from .figure_kit import plt, save_figure
 from .latex import escape
 from .markdown import md_table
 from .significance import RULE, Stat, better, welch_t
+from .training_budget import budget_text
 
 CLAIM_MEMORY = 0.90
 CLAIM_SPEEDUP = 2.7
@@ -472,27 +473,6 @@ def long_history_table(acc: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def budget_text(acc: pd.DataFrame, pending: list[str]) -> str:
-    """CPU hours used by the finished training cells, and an estimate of what the pending ones need
-    (each at the mean wall time of the finished runs of its max length; N=800 at 4x N=200's where
-    none has finished: an estimate, labelled so)."""
-    ok = acc[acc["status"] == "ok"] if not acc.empty else acc
-    if ok.empty:
-        return f"No training cell has finished yet; {len(pending)} pending."
-    wall = ok.assign(n=ok["seq_len"].map(_num), h=ok["wall_s"].map(_num) / 3600)
-    used = wall["h"].sum()
-    per_n = wall.groupby("n")["h"].mean().to_dict()
-    base = per_n.get(200.0, wall["h"].mean())
-    est = 0.0
-    for p in pending:
-        n = 800.0 if " N=800 " in p else 200.0
-        est += per_n.get(n, base * (4 if n == 800 else 1))
-    lines = [f"{len(ok)} training cell(s) finished: {used:.1f} CPU hours of wall time (one thread each, one at a time)"]
-    lines += [f"mean per run at N={int(n)}: {h:.2f} h" for n, h in sorted(per_n.items())]
-    lines.append(f"{len(pending)} pending: about {est:.1f} h more (the mean of finished runs of the same N; N=800 estimated at 4x N=200 until one finishes)")
-    return "; ".join(lines) + "."
-
-
 def plot_long_histories(long: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Test NDCG@10, median epoch time and peak memory at each max length, per model (seed 0)."""
     if long.empty:
@@ -562,7 +542,7 @@ def write_verdict(results_dir: Path, out_dir: Path, pending: list[str], gpu_dir:
            "at the accuracy runs' shape.", "",
            "## Claims", "", to_markdown(table.drop(columns=["paper"])), "## Accuracy by seed (test NDCG@10)", "", to_markdown(stats.round({"mean": 4, "std": 4})), ]  # fmt: skip
     md += ["## Long histories (objective all, seed 0)", "", to_markdown(long)]
-    md += ["## Budget", "", budget_text(acc, pending), ""]
+    md += ["## Budget", "", budget_text(acc, curves, pending), ""]
     md += ["## Pending", ""] + ([f"- {p}" for p in pending] or ["- nothing: every planned cell has a row"]) + [""]
     (out_dir / "claims.md").write_text(to_markdown(table))
     (out_dir / "verdict.md").write_text("\n".join(md))

@@ -1,0 +1,69 @@
+"""The Budget section of the verdict: hours used (wall or epoch sum, whichever is larger) and the
+estimate of each pending cell from the finished runs most like it."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from elastic_bench.report.training_budget import CellKey, budget_text, estimate, parse_pending, run_hours
+
+
+def acc_row(model: str, objective: str, n: int, wall_s: float, h: str, options: str = "") -> dict:
+    return dict(status="ok", model=model, objective=objective, seq_len=n, wall_s=wall_s, config_hash=h, options=options)
+
+
+ACC = pd.DataFrame([
+    acc_row("softmax", "all", 200, 3600, "s0"),
+    acc_row("softmax", "all", 200, 1800, "s1"),
+    acc_row("linear", "all", 200, 1000, "l0", "chunk_size=64"),  # resumed before the wall-time fix: epochs say 2000 s
+    acc_row("elastic", "last", 200, 900, "e0", "memory_size=0;experts=32"),
+])  # fmt: skip
+CURVES = pd.DataFrame([{"run": "linear-l0", "epoch_s": 1000.0}, {"run": "linear-l0", "epoch_s": 1000.0}, {"run": "softmax-s0", "epoch_s": 3000.0}])
+
+
+def test_hours_take_the_epoch_sum_where_the_wall_time_is_shorter():
+    runs = run_hours(ACC, CURVES).set_index("model")
+    assert runs.loc["linear", "h"] == pytest.approx(2000 / 3600) and runs.loc["linear", "epochs_longer"]
+    assert runs.loc["softmax", "h"].tolist() == pytest.approx([1.0, 0.5])  # wall 3600 > epochs 3000: the wall time stands
+
+
+@pytest.mark.parametrize(
+    "key, hours, basis",
+    [
+        (CellKey("softmax", "", "all", 200), 0.75, "same cell family"),
+        (CellKey("elastic", "experts=32;memory_size=0", "last", 200), 0.25, "same cell family"),
+        (CellKey("elastic", "experts=32;memory_size=65536", "last", 200), 0.25, "same model"),
+        (CellKey("softmax", "", "last", 200), 0.25, "same objective"),
+        (CellKey("elastic-causal", "", "all", 200), (1.0 + 0.5 + 2000 / 3600) / 3, "same objective"),
+        (CellKey("softmax", "", "all", 800), 4 * (1.0 + 0.5 + 2000 / 3600 + 0.25) / 4, "N=200 scaled"),
+    ],
+)
+def test_each_pending_cell_is_estimated_from_the_runs_most_like_it(key, hours, basis):
+    assert estimate(key, run_hours(ACC, CURVES)) == (pytest.approx(hours), basis)
+
+
+def test_objective_last_falls_back_to_objective_all_as_an_upper_bound():
+    runs = run_hours(ACC[ACC["objective"] == "all"], CURVES)
+    assert estimate(CellKey("softmax", "", "last", 200), runs) == (pytest.approx((1.0 + 0.5 + 2000 / 3600) / 3), "same N, objective all")
+
+
+def test_pending_lines_parse_and_the_text_counts_each_basis():
+    pending = [
+        "softmax objective all N=200 seed 1 (abc): not started",
+        "elastic [chunk_size=32,experts=32,memory_size=65536] objective last N=200 seed 0 (def): 3/56 epochs in its checkpoint (resumes there)",
+        "something else entirely",
+    ]
+    assert parse_pending(pending[1]) == CellKey("elastic", "chunk_size=32;experts=32;memory_size=65536", "last", 200)
+    assert parse_pending(pending[2]) is None
+    text = budget_text(ACC, CURVES, pending)
+    assert "4 training cell(s) finished: 2.3 CPU hours" in text and "for 1 of them the sum of epoch times" in text
+    assert "3 pending: about 1.0 h more (same cell family: 1, same model: 1, unparsed: 1" in text
+
+
+def test_no_finished_run_means_no_estimate():
+    empty = ACC.iloc[0:0]
+    assert "no estimate" in budget_text(empty, pd.DataFrame(), ["softmax objective all N=200 seed 0 (x): not started"])
+    assert math.isnan(estimate(CellKey("softmax", "", "all", 800), run_hours(empty, pd.DataFrame()))[0])
