@@ -246,18 +246,20 @@ def test_gpu_rows_become_rows_of_their_own(tmp_path):
 
 
 def test_the_shipped_verdict_preset_plans_every_cell(tmp_path):
-    """verdict-cpu as committed: 5 sweeps first, then 16 training cells in 6 groups, one thread, one budget."""
+    """verdict-cpu as committed: 5 sweeps first, then 16 training cells in 7 groups, one thread, one budget."""
     from elastic_bench.runs.accuracy import expand_accuracy
 
     preset = load_preset("verdict-cpu", tmp_path)
     plan, commands = plan_preset(preset, dry_run=True)
     kinds = [k for k, _ in plan]
-    assert kinds == ["efficiency"] * 5 + ["accuracy"] * 6
+    assert kinds == ["efficiency"] * 5 + ["accuracy"] * 7
     # every sweep's longest N gets process repeats: the bank's cost is judged at N=200 and at N=8192
     bank = [s for k, s in plan if k == "efficiency" and s.models == ("elastic",) and s.passes == ("infer",)]
     assert sorted(n for s in bank for n in s.seq_lens) == [200, 8192] and all(len(s.seq_lens) == 1 and s.process_repeats == 3 for s in bank)
     cells = [c for k, s in plan if k == "accuracy" for c in expand_accuracy(s)]
     assert len(cells) == len({c.config_hash() for c in cells}) == 16
+    # the cells the issue requires run before the optional second seed of the linear baseline
+    assert (cells[-1].model, cells[-1].seed) == ("linear", 1) and all(c.model != "linear" or c.seed == 0 for c in cells[:-1])
     # two seeds of every model an accuracy verdict compares (softmax, elastic-causal, linear; elastic at 0 and 64k)
     seeds: dict[tuple, set] = {}
     for c in cells:
