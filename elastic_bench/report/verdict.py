@@ -39,6 +39,7 @@ from ..measure.bootstrap import parse_samples, ratio_ci
 from ..store import COLUMNS as COLUMNS_OF_RESULTS
 from ..store import load_results
 from .compare import MATCH_KEYS, causal_value, is_exact, match_key
+from .convergence import convergence_note, convergence_table
 from .figure_kit import plt, save_figure
 from .latex import escape
 from .markdown import md_table
@@ -541,6 +542,8 @@ def write_verdict(results_dir: Path, out_dir: Path, pending: list[str], gpu_dir:
            "- Efficiency: the preset's sweeps on this machine (`results/<preset>/throughput.csv`, `serving.csv`, `memory-bank*.csv`), "
            "at the accuracy runs' shape.", "",
            "## Claims", "", to_markdown(table.drop(columns=["paper"])), "## Accuracy by seed (test NDCG@10)", "", to_markdown(stats.round({"mean": 4, "std": 4})), ]  # fmt: skip
+    conv = convergence_table(curves)
+    md += ["## Convergence (validation NDCG@10)", "", to_markdown(conv), convergence_note(conv), ""]
     md += ["## Long histories (objective all, seed 0)", "", to_markdown(long)]
     md += ["## Budget", "", budget_text(acc, curves, pending), ""]
     md += ["## Pending", ""] + ([f"- {p}" for p in pending] or ["- nothing: every planned cell has a row"]) + [""]

@@ -1,0 +1,32 @@
+"""The verdict's convergence table: which runs were still learning when the epoch budget ended."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from elastic_bench.report.convergence import convergence_note, convergence_table
+
+
+def curve(run: str, values: list[float]) -> list[dict]:
+    return [{"run": run, "label": run.split("-")[0], "objective": "all", "max_len": 200, "seed": 0, "epoch": i + 1, "valid_ndcg@10": v}
+            for i, v in enumerate(values)]  # fmt: skip
+
+
+def test_rising_flat_and_short_runs():
+    rising = [0.10 + 0.001 * i for i in range(30)]  # +0.010 over the last 10 of 30 epochs: +8.4 %
+    flat = [0.10 + 0.001 * min(i, 15) for i in range(30)]  # best at epoch 16, nothing gained after
+    df = pd.DataFrame(curve("softmax-a", rising) + curve("elastic-b", flat) + curve("linear-c", [0.1, 0.2, 0.3]))
+    t = convergence_table(df).set_index("run")
+    assert t.loc["softmax-a", "state"] == "still rising" and t.loc["softmax-a", "rise over last 10 epochs"] == "+8.4%"
+    assert t.loc["softmax-a", "best epoch"] == 30 and t.loc["softmax-a", "epochs"] == 30
+    assert t.loc["elastic-b", "state"] == "flat" and t.loc["elastic-b", "best epoch"] == 16 and t.loc["elastic-b", "best valid NDCG@10"] == 0.115
+    assert t.loc["linear-c", "state"] == "too short to tell"
+    assert "1 of 3 finished run(s) were" in convergence_note(t.reset_index())
+
+
+def test_a_small_late_rise_is_flat_and_the_threshold_is_a_parameter():
+    values = [0.1] * 20 + [0.1005]  # +0.5 % in the last epoch
+    df = pd.DataFrame(curve("softmax-a", values))
+    assert convergence_table(df)["state"].tolist() == ["flat"]
+    assert convergence_table(df, rising=0.004)["state"].tolist() == ["still rising"]
+    assert convergence_table(pd.DataFrame()).empty
