@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import cli
@@ -193,6 +194,9 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
     ckpt = tmp_path / "results" / "v" / "checkpoints" / f"{cfg.config_hash()}.pt"
     ckpt.parent.mkdir(parents=True)
     train(dataclasses.replace(cfg, epochs=1), load_dataset(DATA), ckpt)  # "killed" after one epoch: its checkpoint stays
+    payload = torch.load(ckpt, map_location="cpu", weights_only=False)
+    payload["state"]["wall_s"] = 1000.0  # as if the first segment had taken 1000 s
+    torch.save(payload, ckpt)
     assert any("1/3 epochs in its checkpoint" in p for p in pending_cells(preset))
     keys = [parse_pending(p) for p in pending_cells(preset)]  # the budget reads back the cell each line names
     opts = ";".join(sorted(f"{k}={v}" for k, v in cfg.options))
@@ -200,6 +204,9 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
     run_figures(name, results_root=tmp_path / "results", out_root=tmp_path / "reports", progress=False)
     hist = json.loads((tmp_path / "results" / "v" / "runs" / f"{cfg.model}-{cfg.config_hash()}.json").read_text())["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3]
+    # the row's wall time is the run's, both segments, not the resumed process's alone
+    row = load_results(tmp_path / "results" / "v" / "accuracy.csv").set_index("config_hash").loc[cfg.config_hash()]
+    assert 1000 < row["wall_s"] < 1100
     assert pending_cells(preset) == []
 
 

@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -175,10 +174,7 @@ def _label(cfg: TrainConfig) -> str:
 def _local_rows(todo: list[TrainConfig], spec: AccuracySpec, datasets: dict[str, Any], run_id: str, device: torch.device, on_start: Any) -> Iterator[tuple[TrainConfig, dict[str, Any]]]:
     for cfg in todo:
         on_start(cfg)
-        t0 = time.perf_counter()
-        row = train_cell(cfg, spec, datasets, run_id, device)
-        row["wall_s"] = round(time.perf_counter() - t0, 1)
-        yield cfg, row
+        yield cfg, train_cell(cfg, spec, datasets, run_id, device)  # wall_s: the run's, across resumes
 
 
 def _remote_rows(todo: list[TrainConfig], spec: AccuracySpec, run_id: str, launcher: Any) -> Iterator[tuple[TrainConfig, dict[str, Any]]]:

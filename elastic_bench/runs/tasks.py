@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from typing import Any
 
 import torch
@@ -60,7 +59,4 @@ def accuracy_task(payload: tuple[Any, Any, str, str | None]) -> dict[str, Any]:
     if data_path and cfg.data not in _DATASETS:  # the config (and its hash) keep the user's spelling
         _DATASETS[cfg.data] = load_dataset(data_path, spec.data_dir)
     cfg = dataclasses.replace(cfg, device=worker_device(cfg.device))
-    t0 = time.perf_counter()
-    row = train_cell(cfg, spec, _DATASETS, run_id, resolve_device(cfg.device))
-    row["wall_s"] = round(time.perf_counter() - t0, 1)
-    return row
+    return train_cell(cfg, spec, _DATASETS, run_id, resolve_device(cfg.device))  # wall_s: the run's, across resumes

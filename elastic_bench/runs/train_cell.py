@@ -4,6 +4,7 @@ sweep (:mod:`.accuracy`) and a launcher's workers (:func:`.tasks.accuracy_task`)
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +19,22 @@ from ..train.rows import accuracy_row, base_row, write_run_json
 from ..train.trainer import train
 
 
-def _failure_row(cfg: TrainConfig, run_id: str, status: str, reason: str) -> dict[str, Any]:
-    return {**base_row(cfg, run_id), "status": status, "reason": reason[:500]}
+def _failure_row(cfg: TrainConfig, run_id: str, status: str, reason: str, t0: float) -> dict[str, Any]:
+    return {**base_row(cfg, run_id), "status": status, "reason": reason[:500], "wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def train_cell(cfg: TrainConfig, spec: Any, datasets: dict[str, Any], run_id: str, device: torch.device) -> dict[str, Any]:
     """The results row of one training cell of an accuracy sweep (``spec``: its
-    :class:`~.accuracy.AccuracySpec`); every failure is a row."""
+    :class:`~.accuracy.AccuracySpec`); every failure is a row.  A trained row's ``wall_s`` is the
+    run's own, over all its resumed segments; a failure's is the time this call spent on it."""
+    t0 = time.perf_counter()
     info = backend_info(cfg.model)
     if info.cls is None:
-        return _failure_row(cfg, run_id, f"skipped:{info.load_error}", "")
+        return _failure_row(cfg, run_id, f"skipped:{info.load_error}", "", t0)
     causal = info.cls.capabilities.causal
     why = info.cls.unavailable_reason(device, torch.float32, causal=causal, head_dim=cfg.d_model // cfg.heads, padding=True)
     if why:
-        return _failure_row(cfg, run_id, f"skipped:{why}", "")
+        return _failure_row(cfg, run_id, f"skipped:{why}", "", t0)
     try:
         if cfg.data not in datasets:
             datasets[cfg.data] = load_dataset(cfg.data, spec.data_dir)
@@ -50,4 +53,4 @@ def train_cell(cfg: TrainConfig, spec: Any, datasets: dict[str, Any], run_id: st
         status = "oom" if is_oom(exc) else f"error:{type(exc).__name__}"
         exc.__traceback__ = None
         free_memory(device)
-        return _failure_row(cfg, run_id, status, str(exc))
+        return _failure_row(cfg, run_id, status, str(exc), t0)
