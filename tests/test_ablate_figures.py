@@ -146,14 +146,16 @@ def test_figures_from_csv_and_manifest_regenerates_identical_data(tmp_path):
     assert {"claim-check.png", "pareto-latency.pdf", "ablation-memory-size.png", "main-results.tex"} <= set(man["figures"]) | set(man["figure_data"])
     assert "python" in man["environment"] and man["regenerate"].endswith("--from-csv")
     first = dict(man["figure_data"])
+    pdfs = {p.name: sha256(p) for p in out.glob("*.pdf")}
     for f in res.files:  # regenerate from the CSVs alone, from scratch
         f.unlink()
     run_figures(str(preset_file), from_csv=True, out_root=tmp_path / "reports", results_root=tmp_path / "results", progress=False)
     again = json.loads((out / "manifest.json").read_text())["figure_data"]
     assert again == first and len(first) >= 8
     assert all(sha256(out / name) == h for name, h in first.items())
-    pdfs = sorted(out.glob("*.pdf"))  # no creation timestamp, so a rebuild from the same CSV changes no committed byte
-    assert pdfs and not any(b"/CreationDate" in p.read_bytes() for p in pdfs)
+    # no creation timestamp, so a rebuild from the same CSV changes no committed byte
+    assert pdfs and {p.name: sha256(p) for p in out.glob("*.pdf")} == pdfs
+    assert not any(b"/CreationDate" in p.read_bytes() for p in out.glob("*.pdf"))
 
 
 def test_presets_load_and_bad_preset_is_refused(tmp_path):

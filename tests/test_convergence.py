@@ -7,26 +7,37 @@ import pandas as pd
 from elastic_bench.report.convergence import convergence_note, convergence_table
 
 
-def curve(run: str, values: list[float]) -> list[dict]:
-    return [{"run": run, "label": run.split("-")[0], "objective": "all", "max_len": 200, "seed": 0, "epoch": i + 1, "valid_ndcg@10": v}
-            for i, v in enumerate(values)]  # fmt: skip
+def curve(run: str, values: list[float], stopped: str = "epochs") -> list[dict]:
+    return [{"run": run, "label": run.split("-")[0], "objective": "all", "max_len": 200, "seed": 0, "epoch": i + 1, "valid_ndcg@10": v,
+             "stopped": stopped} for i, v in enumerate(values)]  # fmt: skip
 
 
-def test_rising_flat_and_short_runs():
+def test_rising_flat_early_stopped_and_short_runs():
     rising = [0.10 + 0.001 * i for i in range(30)]  # +0.010 over the last 10 of 30 epochs: +8.4 %
     flat = [0.10 + 0.001 * min(i, 15) for i in range(30)]  # best at epoch 16, nothing gained after
-    df = pd.DataFrame(curve("softmax-a", rising) + curve("elastic-b", flat) + curve("linear-c", [0.1, 0.2, 0.3]))
+    stopped = "early-stop (no better validation NDCG@10 in 10 evaluations)"
+    df = pd.DataFrame(curve("softmax-a", rising) + curve("elastic-b", flat) + curve("linear-c", [0.1, 0.2, 0.3]) + curve("lin-d", flat[:27], stopped))
     t = convergence_table(df).set_index("run")
     assert t.loc["softmax-a", "state"] == "still rising" and t.loc["softmax-a", "rise over last 10 epochs"] == "+8.4%"
     assert t.loc["softmax-a", "best epoch"] == 30 and t.loc["softmax-a", "epochs"] == 30
     assert t.loc["elastic-b", "state"] == "flat" and t.loc["elastic-b", "best epoch"] == 16 and t.loc["elastic-b", "best valid NDCG@10"] == 0.115
     assert t.loc["linear-c", "state"] == "too short to tell"
-    assert "1 of 3 finished run(s) were" in convergence_note(t.reset_index())
+    assert t.loc["lin-d", "state"] == "early-stopped" and t.loc["lin-d", "stopped"] == "early-stop"
+    note = convergence_note(t.reset_index())
+    assert "Of 4 finished run(s): " in note and "still rising: 1" in note and "not at convergence" in note
 
 
-def test_a_small_late_rise_is_flat_and_the_threshold_is_a_parameter():
+def test_a_small_late_rise_is_flat_and_a_rise_from_zero_is_rising():
     values = [0.1] * 20 + [0.1005]  # +0.5 % in the last epoch
     df = pd.DataFrame(curve("softmax-a", values))
     assert convergence_table(df)["state"].tolist() == ["flat"]
     assert convergence_table(df, rising=0.004)["state"].tolist() == ["still rising"]
+    zero = pd.DataFrame(curve("softmax-z", [0.0] * 15 + [0.01] * 5))  # nothing learnt before the window, then something
+    assert convergence_table(zero)["state"].tolist() == ["still rising"]
+
+
+def test_empty_and_all_flat_notes_do_not_claim_non_convergence():
     assert convergence_table(pd.DataFrame()).empty
+    assert "No run has finished yet" in convergence_note(convergence_table(pd.DataFrame()))
+    flat = convergence_table(pd.DataFrame(curve("softmax-a", [0.1] * 20)))
+    assert "not at convergence" not in convergence_note(flat) and "flat: 1" in convergence_note(flat)

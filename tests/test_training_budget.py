@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from elastic_bench.report.training_budget import CellKey, budget_text, estimate, parse_pending, run_hours
+from elastic_bench.report.training_budget import CellKey, budget_text, estimate, parse_pending, remaining_fraction, run_hours
 
 
 def acc_row(model: str, objective: str, n: int, wall_s: float, h: str, options: str = "") -> dict:
@@ -22,6 +22,7 @@ ACC = pd.DataFrame([
     acc_row("elastic", "last", 200, 900, "e0", "memory_size=0;experts=32"),
 ])  # fmt: skip
 CURVES = pd.DataFrame([{"run": "linear-l0", "epoch_s": 1000.0}, {"run": "linear-l0", "epoch_s": 1000.0}, {"run": "softmax-s0", "epoch_s": 3000.0}])
+ALL = (1.0 + 0.5 + 2000 / 3600) / 3  # the mean of the objective-all runs
 
 
 def test_hours_take_the_epoch_sum_where_the_wall_time_is_shorter():
@@ -37,33 +38,45 @@ def test_hours_take_the_epoch_sum_where_the_wall_time_is_shorter():
         (CellKey("elastic", "experts=32;memory_size=0", "last", 200), 0.25, "same cell family"),
         (CellKey("elastic", "experts=32;memory_size=65536", "last", 200), 0.25, "same model"),
         (CellKey("softmax", "", "last", 200), 0.25, "same objective"),
-        (CellKey("elastic-causal", "", "all", 200), (1.0 + 0.5 + 2000 / 3600) / 3, "same objective"),
-        (CellKey("softmax", "", "all", 800), 4 * (1.0 + 0.5 + 2000 / 3600 + 0.25) / 4, "N=200 scaled"),
+        (CellKey("elastic-causal", "", "all", 200), ALL, "same objective"),
+        (CellKey("softmax", "", "all", 800), 4 * 0.75, "N=200 scaled"),  # softmax's own N=200 runs, x4
+        (CellKey("elastic", "experts=32;memory_size=0", "last", 400), 2 * 0.25, "N=200 scaled"),
     ],
 )
 def test_each_pending_cell_is_estimated_from_the_runs_most_like_it(key, hours, basis):
     assert estimate(key, run_hours(ACC, CURVES)) == (pytest.approx(hours), basis)
 
 
-def test_objective_last_falls_back_to_objective_all_as_an_upper_bound():
+def test_with_no_run_of_its_objective_a_cell_borrows_the_other_objective():
     runs = run_hours(ACC[ACC["objective"] == "all"], CURVES)
-    assert estimate(CellKey("softmax", "", "last", 200), runs) == (pytest.approx((1.0 + 0.5 + 2000 / 3600) / 3), "same N, objective all")
+    assert estimate(CellKey("softmax", "", "last", 200), runs) == (pytest.approx(ALL), "same N, other objective")
+
+
+def test_a_row_without_any_time_is_left_out_of_the_means():
+    acc = pd.concat([ACC, pd.DataFrame([acc_row("softmax", "all", 200, float("nan"), "s2")])], ignore_index=True)
+    runs = run_hours(acc, CURVES)
+    assert runs["h"].isna().sum() == 1 and estimate(CellKey("softmax", "", "all", 200), runs)[0] == pytest.approx(0.75)
+    assert "1 without any recorded time (not counted)" in budget_text(acc, CURVES, [])
 
 
 def test_pending_lines_parse_and_the_text_counts_each_basis():
     pending = [
         "softmax objective all N=200 seed 1 (abc): not started",
-        "elastic [chunk_size=32,experts=32,memory_size=65536] objective last N=200 seed 0 (def): 3/56 epochs in its checkpoint (resumes there)",
+        "elastic [chunk_size=32,experts=32,memory_size=65536] objective last N=200 seed 0 (def): 14/56 epochs in its checkpoint (resumes there)",
         "something else entirely",
     ]
     assert parse_pending(pending[1]) == CellKey("elastic", "chunk_size=32;experts=32;memory_size=65536", "last", 200)
     assert parse_pending(pending[2]) is None
+    assert [remaining_fraction(p) for p in pending] == [1.0, 0.75, 1.0]
     text = budget_text(ACC, CURVES, pending)
     assert "4 training cell(s) finished: 2.3 CPU hours" in text and "for 1 of them the sum of epoch times" in text
-    assert "3 pending: about 1.0 h more (same cell family: 1, same model: 1, unparsed: 1" in text
+    # 0.75 h + 3/4 of 0.25 h; the line that does not parse is said, not counted as 0 h silently
+    assert "3 pending: about 0.9 h more for 2 of them (1 not estimated), less what their checkpoints hold" in text
+    assert "(same cell family: 1, same model: 1, unparsed: 1;" in text
 
 
-def test_no_finished_run_means_no_estimate():
+def test_nothing_pending_and_no_finished_run():
+    assert budget_text(ACC, CURVES, []).endswith("; nothing pending.")
     empty = ACC.iloc[0:0]
     assert "no estimate" in budget_text(empty, pd.DataFrame(), ["softmax objective all N=200 seed 0 (x): not started"])
     assert math.isnan(estimate(CellKey("softmax", "", "all", 800), run_hours(empty, pd.DataFrame()))[0])

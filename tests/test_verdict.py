@@ -210,6 +210,22 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
     assert pending_cells(preset) == []
 
 
+def test_a_pending_line_names_the_objective_the_trainer_will_use(tmp_path):
+    """``auto`` is resolved as the trainer resolves it, so the budget finds the finished rows (which
+    record ``all`` or ``last``) of the same family."""
+    path = tmp_path / "auto.yaml"
+    path.write_text(f"""name: auto
+data: "{DATA}"
+train_preset: quick
+accuracy:
+  - {{name: mixed, models: "elastic,elastic-causal", seeds: "0"}}
+verdict: true
+""")
+    lines = pending_cells(load_preset(str(path), tmp_path / "results"))
+    objectives = {parse_pending(p).model: parse_pending(p).objective for p in lines}
+    assert objectives == {"elastic": "last", "elastic-causal": "all"}
+
+
 # ----------------------------------------------------------------------------- labels
 
 

@@ -1,46 +1,62 @@
-"""Was each training run still learning when the epoch budget ended?
+"""Was each training run still learning when its epoch budget ended?
 
 The verdict compares models at an equal epoch budget, chosen so that softmax reaches 95 % of its
 converged validation NDCG@10. That is a budget, not convergence, and a family trained under another
 objective may need more. This table makes it visible: for each finished run (its history in
 ``results/<preset>/runs/*.json``), how much its best validation NDCG@10 rose over its last ``window``
-epochs. A rise of at least ``RISING`` means the run was still learning when it stopped.
+epochs, and how it stopped. A run that ran out of epochs with a rise of at least ``RISING`` was still
+learning; one that early-stopped had gone ``patience`` evaluations without a better score.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-WINDOW = 10  # epochs: the early-stopping patience of the verdict preset
+WINDOW = 10  # epochs: the verdict preset's early-stopping patience (it evaluates every epoch)
 RISING = 0.01  # a rise of 1 % of the best validation NDCG@10 over the window: still learning
 
 
 def _columns(window: int) -> list[str]:
-    return ["label", "objective", "max_len", "seed", "epochs", "best epoch", "best valid NDCG@10", f"rise over last {window} epochs", "state", "run"]
+    return ["label", "objective", "max_len", "seed", "epochs", "best epoch", "best valid NDCG@10", f"rise over last {window} epochs", "stopped", "state", "run"]
+
+
+def _state(stopped: str, rise: float, rising: float) -> str:
+    if stopped.startswith("early-stop"):
+        return "early-stopped"
+    if rise != rise:
+        return "too short to tell"
+    return "still rising" if rise >= rising else "flat"
 
 
 def convergence_table(curves: pd.DataFrame, window: int = WINDOW, rising: float = RISING) -> pd.DataFrame:
-    """One row per run of ``curves`` (``learning_curves``'s frame): epochs, best epoch, and the rise
-    of the best validation NDCG@10 over the last ``window`` epochs, with ``still rising`` or ``flat``."""
+    """One row per run of ``curves`` (``learning_curves``'s frame): epochs, best epoch, the rise of the
+    best validation NDCG@10 over the last ``window`` epochs, how it stopped, and its state."""
     rows = []
     for run, g in curves.groupby("run", sort=True) if not curves.empty else []:
         g = g.sort_values("epoch")
-        v = pd.to_numeric(g["valid_ndcg@10"], errors="coerce").to_numpy()
-        if len(v) == 0 or pd.isna(v).all():
+        v = pd.to_numeric(g["valid_ndcg@10"], errors="coerce").reset_index(drop=True)
+        if v.isna().all():
             continue
-        best = float(pd.Series(v).max())
-        before = float(pd.Series(v[: len(v) - window]).max()) if len(v) > window else float("nan")
-        rise = best / before - 1 if before and before == before else float("nan")
-        state = "too short to tell" if rise != rise else ("still rising" if rise >= rising else "flat")
+        best = float(v.max())
+        before = float(v.iloc[: len(v) - window].max()) if len(v) > window else float("nan")
+        rise = (best / before - 1 if before > 0 else float("inf")) if before == before else float("nan")
+        stopped = str(g["stopped"].iloc[0]) if "stopped" in g and g["stopped"].iloc[0] == g["stopped"].iloc[0] else ""
         first = g.iloc[0]
         rows.append({"label": first["label"], "objective": first["objective"], "max_len": first["max_len"], "seed": first["seed"], "epochs": len(v),
-                     "best epoch": int(g["epoch"].iloc[int(pd.Series(v).idxmax())]), "best valid NDCG@10": round(best, 4),
-                     f"rise over last {window} epochs": "–" if rise != rise else f"{rise:+.1%}", "state": state, "run": run})  # fmt: skip
+                     "best epoch": int(g["epoch"].iloc[int(v.idxmax())]), "best valid NDCG@10": round(best, 4),
+                     f"rise over last {window} epochs": "–" if rise != rise else f"{rise:+.1%}",
+                     "stopped": stopped.split(" (")[0] or "–", "state": _state(stopped, rise, rising), "run": run})  # fmt: skip
     return pd.DataFrame(rows, columns=_columns(window))
 
 
 def convergence_note(table: pd.DataFrame, window: int = WINDOW, rising: float = RISING) -> str:
-    """One sentence under the table: the rule, and how many runs were still rising."""
-    n = int((table["state"] == "still rising").sum()) if not table.empty else 0
-    return (f"A run is *still rising* when its best validation NDCG@10 rose by at least {rising:.0%} over its last {window} epochs. "
-            f"{n} of {len(table)} finished run(s) were: the equal budget compares the models at the same cost, not at convergence.")  # fmt: skip
+    """The rule under the table, and how many runs were still rising when their budget ended."""
+    rule = (f"A run that used its whole epoch budget is *still rising* when its best validation NDCG@10 rose by at least {rising:.0%} "
+            f"over its last {window} epochs, else *flat*; an early-stopped one went its patience without a better score.")  # fmt: skip
+    if table.empty:
+        return rule + " No run has finished yet."
+    counts = table["state"].value_counts()
+    n = int(counts.get("still rising", 0))
+    told = ", ".join(f"{k}: {v}" for k, v in counts.items())
+    tail = " The equal budget compares those models at the same cost, not at convergence." if n else ""
+    return f"{rule} Of {len(table)} finished run(s): {told}.{tail}"

@@ -443,7 +443,8 @@ def learning_curves(runs_dir: Path) -> pd.DataFrame:
         label = model_label(pd.Series({"model": d.get("model"), "memory_size": (cfg.get("options") or {}).get("memory_size")}))
         for h in d.get("history", []):
             rows.append({"run": p.stem, "label": label, "objective": d.get("objective"), "max_len": cfg.get("max_len"), "seed": cfg.get("seed"),
-                         "epoch": h.get("epoch"), "epoch_s": h.get("epoch_s"), "valid_ndcg@10": h.get("valid_ndcg@10")})  # fmt: skip
+                         "epoch": h.get("epoch"), "epoch_s": h.get("epoch_s"), "valid_ndcg@10": h.get("valid_ndcg@10"),
+                         "stopped": d.get("stopped", "")})  # fmt: skip
     return pd.DataFrame(rows)
 
 

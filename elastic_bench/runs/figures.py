@@ -269,10 +269,22 @@ def pending_cells(preset: FigurePreset) -> list[str]:
             if h in done:
                 continue
             opts = ",".join(f"{k}={v}" for k, v in c.options)
-            what = f"{c.model}{f' [{opts}]' if opts else ''} objective {c.objective} N={c.max_len} seed {c.seed} ({h})"
+            what = f"{c.model}{f' [{opts}]' if opts else ''} objective {_objective(c)} N={c.max_len} seed {c.seed} ({h})"
             ckpt = Path(spec.checkpoint_dir or "") / f"{h}.pt"
             out.append(f"{what}: {_progress(ckpt, c.epochs)}")
     return out
+
+
+def _objective(cfg: Any) -> str:
+    """The objective the cell will train with (``auto`` resolved as the trainer resolves it), so
+    that the pending line names what its finished row will say."""
+    if cfg.objective != "auto":
+        return cfg.objective
+    from ..measure.cell import backend_info
+    from ..train.trainer import resolve_objective
+
+    info = backend_info(cfg.model)
+    return resolve_objective(cfg, info.cls.capabilities.causal) if info.cls is not None else cfg.objective
 
 
 def _progress(ckpt: Path, epochs: int) -> str:
