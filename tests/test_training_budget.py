@@ -80,3 +80,14 @@ def test_nothing_pending_and_no_finished_run():
     empty = ACC.iloc[0:0]
     assert "no estimate" in budget_text(empty, pd.DataFrame(), ["softmax objective all N=200 seed 0 (x): not started"])
     assert math.isnan(estimate(CellKey("softmax", "", "all", 800), run_hours(empty, pd.DataFrame()))[0])
+
+
+def test_only_runs_on_the_same_dataset_count():
+    acc = ACC.assign(dataset="ml-1m")
+    line = "elastic [memory_size=0] objective last N=50 seed 0 on beauty (h): not started"
+    key = parse_pending(line)
+    hours, basis = estimate(key, run_hours(acc, CURVES))
+    assert key.dataset == "beauty" and math.isnan(hours) and basis == "no finished run on beauty"
+    assert "(1 not estimated)" in budget_text(acc, CURVES, [line]) and "no finished run on beauty: 1" in budget_text(acc, CURVES, [line])
+    both = pd.concat([acc, pd.DataFrame([{**acc_row("elastic", "last", 50, 2400, "b0", "memory_size=64k"), "dataset": "beauty"}])], ignore_index=True)
+    assert estimate(key, run_hours(both, CURVES)) == (pytest.approx(2 / 3), "same model")  # the Beauty run, not ML-1M's elastic

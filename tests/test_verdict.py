@@ -114,6 +114,19 @@ def test_accuracy_rule(elastic, softmax, verdict):
         assert "not separable" in r["why"]
 
 
+def test_a_second_dataset_is_a_family_of_its_own_with_its_own_bank_row():
+    beauty = [{**acc_row("elastic", s, v, "last", m), "seq_len": 50, "dataset": "beauty", "config_hash": f"b-{m}-{s}"}
+              for m, s, v in ((0, 0, 0.030), (0, 1, 0.031), (65536, 0, 0.040), (65536, 1, 0.041))]  # fmt: skip
+    ml1m = [acc_row("elastic", s, 0.08, "last", m) for m in (0, 65536) for s in (0, 1)]
+    acc = pd.DataFrame(beauty + [{**r, "dataset": "ml-1m"} for r in ml1m])
+    assert V.family_of(acc.iloc[0]) == "last, N=50, beauty" and V.family_of(acc.iloc[-1]) == "last, N=200"
+    assert V.family_setting("last, N=50, beauty") == "Amazon Beauty, objective last, N=50"
+    rows = pd.DataFrame(V.capacity_claims(acc, pd.DataFrame()))
+    ml, bt = rows[rows["regime"] == "accuracy bought by the bank"].iloc[0], rows[rows["regime"] == "accuracy bought by the bank (Amazon Beauty)"].iloc[0]
+    assert ml["verdict"] == "does not hold" and ml["setting"].startswith("ML-1M, objective last, N=200")  # equal seeds: not separable
+    assert bt["verdict"] == "holds" and bt["setting"].startswith("Amazon Beauty, objective last, N=50") and "b-65536-0" in bt["rows"]
+
+
 def test_pending_accuracy_cells_are_not_measurable():
     t = V.claims_table(pd.DataFrame(), pd.DataFrame(columns=["status"]), pd.DataFrame())
     acc = t[t["claim"].isin(["accuracy", "capacity"])]
@@ -200,7 +213,7 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
     assert any("1/3 epochs in its checkpoint" in p for p in pending_cells(preset))
     keys = [parse_pending(p) for p in pending_cells(preset)]  # the budget reads back the cell each line names
     opts = ";".join(sorted(f"{k}={v}" for k, v in cfg.options))
-    assert CellKey(cfg.model, opts, cfg.objective, cfg.max_len) in keys and None not in keys
+    assert CellKey(cfg.model, opts, cfg.objective, cfg.max_len, cfg.data) in keys and None not in keys
     run_figures(name, results_root=tmp_path / "results", out_root=tmp_path / "reports", progress=False)
     hist = json.loads((tmp_path / "results" / "v" / "runs" / f"{cfg.model}-{cfg.config_hash()}.json").read_text())["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3]
@@ -269,18 +282,23 @@ def test_gpu_rows_become_rows_of_their_own(tmp_path):
 
 
 def test_the_shipped_verdict_preset_plans_every_cell(tmp_path):
-    """verdict-cpu as committed: 5 sweeps first, then 16 training cells in 7 groups, one thread, one budget."""
+    """verdict-cpu as committed: 5 sweeps first, then 22 training cells in 9 groups, one thread, one budget."""
     from elastic_bench.runs.accuracy import expand_accuracy
 
     preset = load_preset("verdict-cpu", tmp_path)
     plan, commands = plan_preset(preset, dry_run=True)
     kinds = [k for k, _ in plan]
-    assert kinds == ["efficiency"] * 5 + ["accuracy"] * 7
+    assert kinds == ["efficiency"] * 5 + ["accuracy"] * 9
     # every sweep's longest N gets process repeats: the bank's cost is judged at N=200 and at N=8192
     bank = [s for k, s in plan if k == "efficiency" and s.models == ("elastic",) and s.passes == ("infer",)]
     assert sorted(n for s in bank for n in s.seq_lens) == [200, 8192] and all(len(s.seq_lens) == 1 and s.process_repeats == 3 for s in bank)
     cells = [c for k, s in plan if k == "accuracy" for c in expand_accuracy(s)]
-    assert len(cells) == len({c.config_hash() for c in cells}) == 16
+    assert len(cells) == len({c.config_hash() for c in cells}) == 22
+    # item 3's second dataset: Amazon Beauty in SASRec's Beauty shape, the same ablation design as ML-1M's
+    beauty = [c for c in cells if c.data == "beauty"]
+    assert len(beauty) == 6 and {(c.max_len, c.dropout, c.objective, c.model, c.epochs, c.train_on_valid) for c in beauty} == {(50, 0.5, "last", "elastic", 56, False)}
+    assert sorted((dict(c.options)["memory_size"], c.seed) for c in beauty) == [(0, 0), (0, 1), (4096, 0), (65536, 0), (65536, 1), (1 << 20, 0)]
+    cells = [c for c in cells if c.data != "beauty"]
     # the cells the issue requires run before the optional second seed of the linear baseline
     assert (cells[-1].model, cells[-1].seed) == ("linear", 1) and all(c.model != "linear" or c.seed == 0 for c in cells[:-1])
     # two seeds of every model an accuracy verdict compares (softmax, elastic-causal, linear; elastic at 0 and 64k)

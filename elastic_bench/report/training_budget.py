@@ -7,6 +7,8 @@ A finished row with neither is left out of the means and counted apart.
 Estimate of a pending cell: the mean hours of the finished runs most like it, looked up in this order
 (the first that has a run wins, and the report counts how many estimates came from each):
 
+Only runs on the same dataset count: a dataset with no finished run gets no estimate (said so).
+
 1. ``same cell family``: same model, options, objective and max length (another seed);
 2. ``same model``: same model, objective and max length (other options, e.g. another bank size);
 3. ``same objective``: any model with the same objective and max length;
@@ -28,8 +30,10 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-#: ``pending_cells``'s wording: ``model [k=v,...] objective X N=200 seed 0 (hash): progress``
-_PENDING = re.compile(r"^(?P<model>\S+)(?: \[(?P<opts>[^\]]*)\])? objective (?P<objective>\w+) N=(?P<n>\d+) seed (?P<seed>\d+)")
+#: ``pending_cells``'s wording: ``model [k=v,...] objective X N=200 seed 0 on ml-1m (hash): progress``
+_PENDING = re.compile(
+    r"^(?P<model>\S+)(?: \[(?P<opts>[^\]]*)\])? objective (?P<objective>\w+) N=(?P<n>\d+) seed (?P<seed>\d+)(?: on (?P<data>\S+))?"
+)
 _DONE = re.compile(r"(?P<done>\d+)/(?P<epochs>\d+) epochs in its checkpoint")
 
 
@@ -39,6 +43,7 @@ class CellKey:
     options: str
     objective: str
     max_len: int
+    dataset: str = ""  # "" (a line that does not name it): any dataset's runs count
 
 
 def _options(text: object) -> str:
@@ -52,7 +57,7 @@ def parse_pending(line: str) -> CellKey | None:
     m = _PENDING.match(line)
     if not m:
         return None
-    return CellKey(m["model"], _options(m["opts"]), m["objective"], int(m["n"]))
+    return CellKey(m["model"], _options(m["opts"]), m["objective"], int(m["n"]), m["data"] or "")
 
 
 def remaining_fraction(line: str) -> float:
@@ -74,9 +79,9 @@ def run_hours(acc: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
             epochs = pd.to_numeric(c["epoch_s"], errors="coerce").sum() if not c.empty else math.nan
         known = [x for x in (wall, epochs) if not pd.isna(x) and x > 0]
         rows.append({"model": r["model"], "options": _options(r.get("options")), "objective": str(r["objective"]),
-                     "max_len": int(pd.to_numeric(r["seq_len"])), "h": max(known) / 3600 if known else math.nan,
+                     "max_len": int(pd.to_numeric(r["seq_len"])), "dataset": str(r.get("dataset", "")), "h": max(known) / 3600 if known else math.nan,
                      "epochs_longer": bool(epochs > wall)})  # fmt: skip
-    return pd.DataFrame(rows, columns=["model", "options", "objective", "max_len", "h", "epochs_longer"])
+    return pd.DataFrame(rows, columns=["model", "options", "objective", "max_len", "dataset", "h", "epochs_longer"])
 
 
 def _similar(key: CellKey, same_n: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -96,6 +101,10 @@ def _similar(key: CellKey, same_n: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 def estimate(key: CellKey, runs: pd.DataFrame) -> tuple[float, str]:
     """Hours for a whole run of a pending ``key`` and which rule of the module docstring gave them."""
     runs = runs.dropna(subset=["h"])
+    if key.dataset:
+        runs = runs[runs["dataset"] == key.dataset]
+        if runs.empty:
+            return math.nan, f"no finished run on {key.dataset}"
     found, basis = _similar(key, runs[runs["max_len"] == key.max_len])
     if basis:
         return float(found["h"].mean()), basis
