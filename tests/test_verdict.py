@@ -127,6 +127,22 @@ def test_a_second_dataset_is_a_family_of_its_own_with_its_own_bank_row():
     assert bt["verdict"] == "holds" and bt["setting"].startswith("Amazon Beauty, objective last, N=50") and "b-65536-0" in bt["rows"]
 
 
+def test_a_tiny_accuracy_gap_does_not_fill_the_panel(tmp_path):
+    acc = pd.DataFrame([acc_row("softmax", 0, 0.08703, "last"), acc_row("elastic", 0, 0.08692, "last", 65536)])
+    V.plot_accuracy_families(acc, tmp_path)
+    span = pd.read_csv(tmp_path / "accuracy-families.csv")["ndcg@10"]
+    assert len(span) == 2
+    fig, ax = V.plt.subplots()
+    ax.scatter([0, 1], [0.08703, 0.08692])
+    V._min_span(ax, 0.087)
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 0.0087 - 1e-12 and lo < 0.08692 and hi > 0.08703
+    ax.set_ylim(0.0, 0.2)
+    V._min_span(ax, 0.087)  # an axis already wide enough is left alone
+    assert ax.get_ylim() == (0.0, 0.2)
+    V.plt.close(fig)
+
+
 def test_pending_accuracy_cells_are_not_measurable():
     t = V.claims_table(pd.DataFrame(), pd.DataFrame(columns=["status"]), pd.DataFrame())
     acc = t[t["claim"].isin(["accuracy", "capacity"])]

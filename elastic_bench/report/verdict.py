@@ -416,11 +416,21 @@ def plot_accuracy_families(acc: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.scatter([i] * len(v), v, color="C%d" % i, s=18, zorder=3)
             ax.hlines(v.mean(), i - 0.25, i + 0.25, color="C%d" % i, lw=2)
         ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+        _min_span(ax, float(sub["ndcg@10"].astype(float).mean()))
         ax.set_title(family_setting(fam), fontsize=9)
         ax.set_ylabel("test NDCG@10 (dots: seeds, bar: mean)")
         ax.grid(axis="y", alpha=0.3)
     note = "Equal epoch budget (verdict-cpu preset), early stopping on held-out validation; test at the best validation epoch; full ranking."
     return save_figure(fig, ok[["family", "label", "model", "options", "seed", "ndcg@10", "hr@10", "config_hash"]], out_dir, "accuracy-families", note)
+
+
+def _min_span(ax: plt.Axes, centre: float, rel: float = 0.10) -> None:
+    """Widen the y axis to at least ``rel`` of ``centre``, so that a 0.1 % gap between two runs
+    does not fill the panel as if it were a large one."""
+    lo, hi = ax.get_ylim()
+    if centre > 0 and hi - lo < rel * centre:
+        mid = (lo + hi) / 2
+        ax.set_ylim(mid - rel * centre / 2, mid + rel * centre / 2)
 
 
 def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -439,6 +449,7 @@ def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> li
             axes[0].plot(x(mean.index), mean.values, color=f"C{i}", label=family_setting(fam))
         if ok["family"].nunique() > 1:
             axes[0].legend(fontsize=7)
+        _min_span(axes[0], float(ok["ndcg@10"].astype(float).mean()))
     axes[0].set(xscale="log", xlabel="memory slots M (0 drawn at 256)", ylabel="test NDCG@10 (objective last)")
     if not lat.empty:
         for (pass_, n, sparse), g in lat.groupby(["pass", "seq_len", "sparse_grad"]):
