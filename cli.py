@@ -269,6 +269,7 @@ def train(
     memory_size: Optional[str] = typer.Option(None, "--memory-size", help="ELASTIC IMR slots (perfect square: 0, 1k, 4k, 16k, 64k, 256k, 1m)"),
     topk: Optional[int] = typer.Option(None, "--topk", help="ELASTIC IMR sub-key top-k"),
     objective: Optional[str] = typer.Option(None, "--objective", help="auto | all (causal models only) | last"),
+    causal: Optional[bool] = typer.Option(None, "--causal/--non-causal", help="attention causality (default: causal when the backend can be); --non-causal needs --objective last"),
     loss: Optional[str] = typer.Option(None, "--loss", help="full | sampled"),
     negatives: Optional[int] = typer.Option(None, "--negatives", help="sampled softmax negatives"),
     negatives_per: Optional[str] = typer.Option(None, "--negatives-per", help="sampled softmax: sequence | position"),
@@ -317,7 +318,7 @@ def train(
 
     values = dict(
         model=model, data=data, fmt=fmt, max_len=max_len, d_model=d_model, heads=heads, layers=layers, dropout=dropout, block=block,
-        experts=experts, memory_size=memory_size, topk=topk, objective=objective, loss=loss, negatives=negatives,
+        experts=experts, memory_size=memory_size, topk=topk, objective=objective, causal=causal, loss=loss, negatives=negatives,
         temperature=temperature, negatives_per=negatives_per, l2_norm=l2_norm, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, clip=clip, epochs=epochs, patience=patience, max_minutes=max_minutes,
         eval=eval_protocol, exclude_history=exclude_history, train_on_valid=train_on_valid, last_cuts=last_cuts,

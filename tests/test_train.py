@@ -230,3 +230,22 @@ def test_block_field_keeps_existing_hashes():
     assert (base.config_hash(), base.checkpoint_key()) == ("365ed73e4f8c1240", "a253637ab5142d6b")
     assert dataclasses.replace(base, block="sasrec").config_hash() != base.config_hash()
     assert dataclasses.replace(base, block="sasrec").checkpoint_key() != base.checkpoint_key()
+
+
+def test_causal_field_keeps_hashes_and_trains_exact_attention_bidirectionally():
+    """causal=None hashes as before the field existed; causal=False trains softmax without its mask
+    (objective last) and the row says so; a backend without that causality is refused."""
+    base = TrainConfig()
+    assert dataclasses.replace(base, causal=None).config_hash() == base.config_hash() == "365ed73e4f8c1240"
+    assert dataclasses.replace(base, causal=False).config_hash() != base.config_hash()
+    ds = synthetic(n_users=30, n_items=20, lengths="fixed:8")
+    res = train(TrainConfig(model="softmax", causal=False, epochs=1, d_model=16, heads=1), ds)
+    assert res.causal is False and res.objective == "last"  # auto resolves to last for a non-causal model
+    assert train(TrainConfig(model="softmax", epochs=1, d_model=16, heads=1), ds).causal is True
+    from elastic_bench.train.rows import accuracy_row
+
+    assert accuracy_row(res, "r")["causal"] is False
+    with pytest.raises(ValueError, match="needs a causal model"):
+        train(TrainConfig(model="softmax", causal=False, objective="all", epochs=1, d_model=16, heads=1), ds)
+    with pytest.raises(ValueError, match="'elastic' cannot run causal"):
+        train(TrainConfig(model="elastic", causal=True, epochs=1, d_model=16).with_options(experts=4, memory_size=16), ds)

@@ -143,6 +143,15 @@ def test_a_tiny_accuracy_gap_does_not_fill_the_panel(tmp_path):
     V.plt.close(fig)
 
 
+def test_non_causal_softmax_is_a_model_of_its_own_in_the_last_position_family():
+    acc = pd.DataFrame([acc_row("softmax", s, 0.087, "last") for s in (0, 1)] + [acc_row("elastic", s, 0.087, "last", 65536) for s in (0, 1)]
+                       + [{**acc_row("softmax", s, v, "last"), "causal": False, "config_hash": f"nc-{s}"} for s, v in ((0, 0.080), (1, 0.081))])  # fmt: skip
+    assert V.model_label(acc.iloc[-1]) == "softmax (non-causal)" and V.model_label(acc.iloc[0]) == "softmax"
+    r = claim(V.claims_table(pd.DataFrame(), acc, pd.DataFrame()), "accuracy", "elastic M=64k vs softmax (non-causal)",
+              "last-position family (objective last), like for like in causality: softmax without its causal mask")
+    assert "nc-0" in r["rows"] and "0.0805" in r["measurement"]
+
+
 def test_pending_accuracy_cells_are_not_measurable():
     t = V.claims_table(pd.DataFrame(), pd.DataFrame(columns=["status"]), pd.DataFrame())
     acc = t[t["claim"].isin(["accuracy", "capacity"])]
@@ -298,18 +307,21 @@ def test_gpu_rows_become_rows_of_their_own(tmp_path):
 
 
 def test_the_shipped_verdict_preset_plans_every_cell(tmp_path):
-    """verdict-cpu as committed: 5 sweeps first, then 22 training cells in 9 groups, one thread, one budget."""
+    """verdict-cpu as committed: 5 sweeps first, then 24 training cells in 10 groups, one thread, one budget."""
     from elastic_bench.runs.accuracy import expand_accuracy
 
     preset = load_preset("verdict-cpu", tmp_path)
     plan, commands = plan_preset(preset, dry_run=True)
     kinds = [k for k, _ in plan]
-    assert kinds == ["efficiency"] * 5 + ["accuracy"] * 9
+    assert kinds == ["efficiency"] * 5 + ["accuracy"] * 10
     # every sweep's longest N gets process repeats: the bank's cost is judged at N=200 and at N=8192
     bank = [s for k, s in plan if k == "efficiency" and s.models == ("elastic",) and s.passes == ("infer",)]
     assert sorted(n for s in bank for n in s.seq_lens) == [200, 8192] and all(len(s.seq_lens) == 1 and s.process_repeats == 3 for s in bank)
     cells = [c for k, s in plan if k == "accuracy" for c in expand_accuracy(s)]
-    assert len(cells) == len({c.config_hash() for c in cells}) == 22
+    assert len(cells) == len({c.config_hash() for c in cells}) == 24
+    # softmax without its causal mask in the last-position family, 2 seeds: like for like with elastic
+    assert sorted(c.seed for c in cells if c.causal is False and c.model == "softmax" and c.objective == "last") == [0, 1]
+    assert all(c.causal is None for c in cells if c.model != "softmax" or c.objective != "last" or c.causal is not False)
     # item 3's second dataset: Amazon Beauty in SASRec's Beauty shape, the same ablation design as ML-1M's
     beauty = [c for c in cells if c.data == "beauty"]
     assert len(beauty) == 6 and {(c.max_len, c.dropout, c.objective, c.model, c.epochs, c.train_on_valid) for c in beauty} == {(50, 0.5, "last", "elastic", 56, False)}
@@ -321,7 +333,7 @@ def test_the_shipped_verdict_preset_plans_every_cell(tmp_path):
     seeds: dict[tuple, set] = {}
     for c in cells:
         if c.max_len == 200:
-            seeds.setdefault((c.model, c.objective, dict(c.options).get("memory_size")), set()).add(c.seed)
+            seeds.setdefault((c.model, c.objective, dict(c.options).get("memory_size"), c.causal), set()).add(c.seed)
     assert all(len(v) >= 2 for k, v in seeds.items() if k[2] not in (4096, 1 << 20)), seeds
     assert {c.epochs for c in cells} == {56} and {c.patience for c in cells} == {10} and not any(c.train_on_valid for c in cells)
     assert all(s.threads == 1 and s.checkpoint_dir for k, s in plan if k == "accuracy")

@@ -224,6 +224,8 @@ def model_label(r: pd.Series) -> str:
     if m == "elastic":
         size = _num(r.get("memory_size"))
         return f"elastic M={_human(size)}" if size == size else "elastic"
+    if is_exact(m) and str(r.get("causal")).strip().lower() in ("false", "0"):
+        return f"{m} (non-causal)"  # exact attention trains causal unless told otherwise (train --non-causal)
     return m
 
 
@@ -285,6 +287,8 @@ def accuracy_claims(acc: pd.DataFrame) -> list[dict[str, str]]:
         compare_accuracy(stats, "accuracy", "all, N=200", "elastic-causal", "linear", "causal family (objective all)"),
         compare_accuracy(stats, "accuracy", "last, N=200", "elastic M=64k", "softmax", "last-position family (objective last)"),
         compare_accuracy(stats, "accuracy", "last, N=200", "elastic M=0", "softmax", "last-position family (objective last): the mechanism without its bank"),
+        compare_accuracy(stats, "accuracy", "last, N=200", "elastic M=64k", "softmax (non-causal)",
+                         "last-position family (objective last), like for like in causality: softmax without its causal mask"),
     ]
     return rows
 
@@ -477,7 +481,7 @@ def learning_curves(runs_dir: Path) -> pd.DataFrame:
     for p in sorted(runs_dir.glob("*.json")) if runs_dir.is_dir() else []:
         d = json.loads(p.read_text())
         cfg = d.get("config", {})
-        label = model_label(pd.Series({"model": d.get("model"), "memory_size": (cfg.get("options") or {}).get("memory_size")}))
+        label = model_label(pd.Series({"model": d.get("model"), "memory_size": (cfg.get("options") or {}).get("memory_size"), "causal": d.get("causal", cfg.get("causal"))}))
         for h in d.get("history", []):
             rows.append({"run": p.stem, "label": label, "objective": d.get("objective"), "max_len": cfg.get("max_len"), "seed": cfg.get("seed"),
                          "epoch": h.get("epoch"), "epoch_s": h.get("epoch_s"), "valid_ndcg@10": h.get("valid_ndcg@10"),

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 
-HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"block": "pre-ln"}
+HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"block": "pre-ln", "causal": None}
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class TrainConfig:
     ffn_mult: int = 4
     ffn_act: str = "gelu"
     block: str = "pre-ln"  # pre-ln | sasrec (layers.Block)
+    causal: bool | None = None  # None: causal when the backend supports it; False: a causal backend run bidirectionally (objective last)
     l2_norm: bool = False
     options: tuple[tuple[str, Any], ...] = ()
     # objective and loss

@@ -72,6 +72,7 @@ def accuracy_row(result: TrainResult, run_id: str) -> dict[str, Any]:
     return {
         **base_row(cfg, run_id),
         "objective": result.objective,
+        "causal": result.causal if result.causal is not None else "",
         "loss": cfg.loss if cfg.loss == "full" else f"sampled:{cfg.negatives}",
         "dtype": "bf16-amp" if device.type == "cuda" and cfg.amp else "fp32",
         "batch": cfg.batch_size,

@@ -30,6 +30,7 @@ from ..data.formats import SequenceDataset
 from ..data.splits import leave_one_out, training_examples
 from ..environment import resolve_device
 from ..losses import next_item_loss
+from .. import registry
 from ..recommender import ModelConfig, SeqRecModel
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -58,12 +59,14 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: str = "epochs"
     world_size: int = 1  # processes of a DistributedDataParallel run (1: one process)
+    causal: bool | None = None  # whether the model's attention was causal (None: not recorded)
 
     def summary(self) -> dict[str, Any]:
         return {
             "model": self.config.model,
             "dataset": self.dataset,
             "objective": self.objective,
+            "causal": self.causal,
             "loss": self.config.loss,
             "eval": self.protocol,
             "best_epoch": self.best_epoch,
@@ -101,6 +104,10 @@ def resolve_objective(cfg: TrainConfig, causal: bool) -> str:
 
 
 def build_model(cfg: TrainConfig, n_items: int) -> SeqRecModel:
+    if cfg.causal is not None:
+        cap = registry.get(cfg.model).capabilities
+        if not (cap.causal if cfg.causal else cap.non_causal):
+            raise ValueError(f"causal={cfg.causal}: {cfg.model!r} cannot run {'causal' if cfg.causal else 'non-causal'}")
     mcfg = ModelConfig(
         backend=cfg.model,
         n_items=n_items,
@@ -114,6 +121,7 @@ def build_model(cfg: TrainConfig, n_items: int) -> SeqRecModel:
         block=cfg.block,
         l2_norm=cfg.l2_norm,
         options=cfg.options,
+        causal=cfg.causal,
     )
     return SeqRecModel(mcfg)
 
@@ -179,7 +187,8 @@ def train(
     if cfg.train_on_valid:  # reproduction mode (generative-recommenders): the validation item is trained on
         split.train = [dataset.sequences[u][:-1] for u in split.test.users]
     model = build_model(cfg, dataset.n_items).to(device)
-    objective = resolve_objective(cfg, model.causal)
+    causal = bool(model.causal)
+    objective = resolve_objective(cfg, causal)
     if world > 1 and distributed.backend_for(device.type) == "nccl" and any(isinstance(m, torch.nn.Embedding) and m.sparse for m in model.modules()):
         raise ValueError("sparse_grad=True (a memory bank with sparse gradients) cannot be trained on several GPUs: NCCL has no sparse all-reduce; use one process or sparse_grad=False")
     optimizers = make_optimizers(model, cfg)
@@ -332,6 +341,7 @@ def train(
         mem_method=method,
         params=model.num_parameters(),
         objective=objective,
+        causal=causal,
         protocol=protocol.label,
         dataset=dataset.name,
         dataset_stats=dataset.stats(),
