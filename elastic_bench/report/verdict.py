@@ -583,7 +583,8 @@ def write_verdict(results_dir: Path, out_dir: Path, pending: list[str], gpu_dir:
            "Last-position family: objective `last` (the last position of each prefix; per user and epoch, one random prefix and the whole "
            "history). There softmax keeps SASRec's causal mask and `elastic` is non-causal (its dispatcher pools the whole history): the "
            "scored last position reads the whole history in both, but earlier positions, which feed it in the second block, see "
-           "only their past under softmax, so the family differs in causality as well as in mechanism.",
+           "only their past under softmax, so that comparison differs in causality as well as in mechanism; softmax (non-causal), "
+           "trained without its mask (`train --non-causal`), is the like-for-like one.",
            *(["- A second dataset for the memory-bank ablation (where ML-1M cannot separate the bank sizes): "
               + ", ".join(sorted({DATASET_TITLES.get(str(d), str(d)) for d in acc["dataset"] if str(d) not in ("ml-1m", "nan")}))
               + ", the same protocol and budget in SASRec's shape for it (max length 50, dropout 0.5), objective `last`; its rows are a family of their own."]
