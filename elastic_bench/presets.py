@@ -89,7 +89,8 @@ def published_reference(cfg: TrainConfig) -> dict[str, float] | None:
     the input window removed, the validation item trained on, test at the last epoch)."""
     ref = TRAIN_PRESETS["sasrec-ml1m"][1]
     same = all(getattr(cfg, f) == getattr(ref, f) for f in PUBLISHED_PROTOCOL_FIELDS if f != "objective")
-    return dict(SASREC_ML1M_REFERENCE) if same and cfg.objective in ("auto", "all") else None
+    causal = cfg.causal is not False  # SASRec is causal; a run without its mask is another model
+    return dict(SASREC_ML1M_REFERENCE) if same and causal and cfg.objective in ("auto", "all") else None
 
 
 def train_preset(name: str, model: str | None = None) -> TrainConfig:

@@ -244,7 +244,13 @@ def test_causal_field_keeps_hashes_and_trains_exact_attention_bidirectionally():
     assert train(TrainConfig(model="softmax", epochs=1, d_model=16, heads=1), ds).causal is True
     from elastic_bench.train.rows import accuracy_row
 
-    assert accuracy_row(res, "r")["causal"] is False
+    row = accuracy_row(res, "r")
+    assert row["causal"] is False and "causal=False" in row["options"].split(";")
+    from elastic_bench.train.trainer import build_model
+
+    model = build_model(TrainConfig(model="softmax", causal=False, d_model=16, heads=1), 20)
+    layers = [m for m in model.modules() if m is not model and hasattr(m, "causal")]
+    assert layers and not any(m.causal for m in layers)  # every attention layer runs without its mask
     with pytest.raises(ValueError, match="needs a causal model"):
         train(TrainConfig(model="softmax", causal=False, objective="all", epochs=1, d_model=16, heads=1), ds)
     with pytest.raises(ValueError, match="'elastic' cannot run causal"):

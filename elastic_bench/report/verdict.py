@@ -224,8 +224,8 @@ def model_label(r: pd.Series) -> str:
     if m == "elastic":
         size = _num(r.get("memory_size"))
         return f"elastic M={_human(size)}" if size == size else "elastic"
-    if is_exact(m) and str(r.get("causal")).strip().lower() in ("false", "0"):
-        return f"{m} (non-causal)"  # exact attention trains causal unless told otherwise (train --non-causal)
+    if "causal=False" in str(r.get("options", "")).split(";"):
+        return f"{m} (non-causal)"  # trained without the causal mask it has by default (train --non-causal)
     return m
 
 
@@ -481,7 +481,8 @@ def learning_curves(runs_dir: Path) -> pd.DataFrame:
     for p in sorted(runs_dir.glob("*.json")) if runs_dir.is_dir() else []:
         d = json.loads(p.read_text())
         cfg = d.get("config", {})
-        label = model_label(pd.Series({"model": d.get("model"), "memory_size": (cfg.get("options") or {}).get("memory_size"), "causal": d.get("causal", cfg.get("causal"))}))
+        opts = "causal=False" if cfg.get("causal") is False else ""
+        label = model_label(pd.Series({"model": d.get("model"), "memory_size": (cfg.get("options") or {}).get("memory_size"), "options": opts}))
         for h in d.get("history", []):
             rows.append({"run": p.stem, "label": label, "objective": d.get("objective"), "max_len": cfg.get("max_len"), "seed": cfg.get("seed"),
                          "epoch": h.get("epoch"), "epoch_s": h.get("epoch_s"), "valid_ndcg@10": h.get("valid_ndcg@10"),

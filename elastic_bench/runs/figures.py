@@ -227,7 +227,7 @@ def plan_preset(preset: FigurePreset, dry_run: bool = False, efficiency: bool = 
         a = dataclasses.replace(a, base=dataclasses.replace(a.base, **fields), checkpoint_dir=str(preset.results_dir / "checkpoints"),
                                 runs_dir=str(preset.results_dir / "runs"), threads=int(cfg.get("threads") or 0))  # fmt: skip
         plan.append(("accuracy", a))
-        opts = "".join(f" --{k.replace('_', '-')} {v}" for k, v in sorted(fields.items()))
+        opts = "".join(_flag(k, v) for k, v in sorted(fields.items()))
         commands.append(f"elastic-bench sweep --task accuracy --models {','.join(a.models)} --data {a.base.data} --preset {cfg.get('train_preset')} "
                         f"--seeds {','.join(map(str, a.seeds))} --max-len {','.join(map(str, a.max_lens or (a.base.max_len,)))}"
                         f"{' --memory-size ' + _text(g['memory_size']) if g.get('memory_size') else ''}  # group {g.get('name', '')}:{opts} --out {preset.accuracy_csv}")  # fmt: skip
@@ -240,6 +240,14 @@ def plan_preset(preset: FigurePreset, dry_run: bool = False, efficiency: bool = 
         plan.append(("ablation", spec))
         commands.extend(c + "".join(f" --option {o}" for o in ab.get("option") or []) + f" --out {spec.out}" for c in spec.commands)
     return plan, commands
+
+
+def _flag(name: str, value: Any) -> str:
+    """A train field as `elastic-bench train` spells it: ``--max-len 50``, ``--no-train-on-valid``, ``--non-causal``."""
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f" --{flag}" if value else (" --non-causal" if name == "causal" else f" --no-{flag}")
+    return f" --{flag} {value}"
 
 
 def train_base(cfg: dict[str, Any]) -> Any:
@@ -284,7 +292,9 @@ def _objective(cfg: Any) -> str:
     from ..train.trainer import resolve_objective
 
     info = backend_info(cfg.model)
-    return resolve_objective(cfg, info.cls.capabilities.causal) if info.cls is not None else cfg.objective
+    if info.cls is None:
+        return cfg.objective
+    return resolve_objective(cfg, cfg.causal if cfg.causal is not None else info.cls.capabilities.causal)
 
 
 def _progress(ckpt: Path, epochs: int) -> str:

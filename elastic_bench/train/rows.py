@@ -48,7 +48,10 @@ def base_row(cfg: TrainConfig, run_id: str) -> dict[str, Any]:
         "task": "accuracy",
         "level": "model",
         "model": cfg.model,
-        "options": ";".join(f"{k}={v}" for k, v in opts.items()),
+        # a causality asked for (train --causal/--non-causal) is shown with the options, where a
+        # reader and the verdict's labels look for what makes a cell differ; `causal` says what ran
+        "options": ";".join([f"{k}={v}" for k, v in opts.items()] + ([f"causal={cfg.causal}"] if cfg.causal is not None else [])),
+        "causal": cfg.causal if cfg.causal is not None else "",
         "pass": "train",
         "seq_len": cfg.max_len,
         "d_model": cfg.d_model,
