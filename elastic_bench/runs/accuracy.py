@@ -101,7 +101,7 @@ def print_accuracy_plan(cells: list[TrainConfig], done: dict[str, str], spec: Ac
     for col in ("#", "model", "options", "max_len", "seed", "state"):
         table.add_column(col)
     for i, c in enumerate(cells[:12]):
-        opts = ",".join([f"{k}={v}" for k, v in c.options if k in swept] + ([f"causal={c.causal}"] if c.causal is not None else [])) or "-"
+        opts = ",".join([f"{k}={v}" for k, v in c.options if k in swept] + c.causality_shown()) or "-"
         table.add_row(str(i + 1), c.model, opts, str(c.max_len), str(c.seed), done.get(c.config_hash(), "pending"))
     if len(cells) > 12:
         table.add_row("…", f"{len(cells) - 12} more", "", "", "", "")
@@ -168,7 +168,7 @@ def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progr
 
 
 def _label(cfg: TrainConfig) -> str:
-    return f"{cfg.model} {dict(cfg.options) or ''}{' causal=' + str(cfg.causal) if cfg.causal is not None else ''} N={cfg.max_len} seed={cfg.seed}"
+    return " ".join([cfg.model, str(dict(cfg.options) or ""), *cfg.causality_shown(), f"N={cfg.max_len}", f"seed={cfg.seed}"])
 
 
 def _local_rows(todo: list[TrainConfig], spec: AccuracySpec, datasets: dict[str, Any], run_id: str, device: torch.device, on_start: Any) -> Iterator[tuple[TrainConfig, dict[str, Any]]]:

@@ -276,7 +276,7 @@ def pending_cells(preset: FigurePreset) -> list[str]:
             h = c.config_hash()
             if h in done:
                 continue
-            opts = ",".join([f"{k}={v}" for k, v in c.options] + ([f"causal={c.causal}"] if c.causal is not None else []))
+            opts = ",".join([f"{k}={v}" for k, v in c.options] + c.causality_shown())
             what = f"{c.model}{f' [{opts}]' if opts else ''} objective {_objective(c)} N={c.max_len} seed {c.seed} on {c.data} ({h})"
             ckpt = Path(spec.checkpoint_dir or "") / f"{h}.pt"
             out.append(f"{what}: {_progress(ckpt, c.epochs)}")

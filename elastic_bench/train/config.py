@@ -76,6 +76,11 @@ class TrainConfig:
                 d.pop(k)
         return d
 
+    def causality_shown(self) -> list[str]:
+        """``["causal=False"]`` (or True) when a causality was asked for, else ``[]``: shown beside
+        the options wherever a cell is named, so a non-causal run never reads as the default one."""
+        return [f"causal={self.causal}"] if self.causal is not None else []
+
     def config_hash(self) -> str:
         """Stable hash of what defines the run's result (not where it runs)."""
         d = self._hashed()

@@ -50,7 +50,7 @@ def base_row(cfg: TrainConfig, run_id: str) -> dict[str, Any]:
         "model": cfg.model,
         # a causality asked for (train --causal/--non-causal) is shown with the options, where a
         # reader and the verdict's labels look for what makes a cell differ; `causal` says what ran
-        "options": ";".join([f"{k}={v}" for k, v in opts.items()] + ([f"causal={cfg.causal}"] if cfg.causal is not None else [])),
+        "options": ";".join([f"{k}={v}" for k, v in opts.items()] + cfg.causality_shown()),
         "causal": cfg.causal if cfg.causal is not None else "",
         "pass": "train",
         "seq_len": cfg.max_len,
