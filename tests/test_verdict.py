@@ -81,6 +81,18 @@ def test_serving_memory_uses_state_bytes_per_user():
     assert r["verdict"] == "holds" and r["measurement"].startswith("99.0% less state bytes per user than softmax")
 
 
+def test_a_tie_in_serving_state_goes_to_the_faster_exact_backend():
+    # softmax and SDPA keep the same KV cache: the best exact backend is the one a server would pick
+    for order in ((0, 1), (1, 0)):
+        exact = [eff_row("softmax", True, 800, 3.0, 40.0, pass_="serve_step", state_bytes_per_user=100000),
+                 eff_row("sdpa", True, 800, 2.0, 45.0, pass_="serve_step", state_bytes_per_user=100000)]  # fmt: skip
+        rows = [eff_row("elastic-causal", True, 800, 1.0, 40.0, pass_="serve_step", state_bytes_per_user=1000)] + [exact[i] for i in order]
+        t = V.claims_table(pd.DataFrame(rows), pd.DataFrame(columns=["status"]), pd.DataFrame())
+        r = claim(t, "memory", "elastic-causal vs best-exact", "serving (serve_step)")
+        assert r["measurement"].startswith("99.0% less state bytes per user than sdpa"), r["measurement"]
+        assert r["rows"].split()[1] == "sdpa-True-800-serve_step"
+
+
 def test_a_memory_increase_reads_as_more():
     rows = [eff_row("elastic-causal", True, 256, 1.0, 80.0), eff_row("softmax", True, 256, 1.0, 40.0),
             eff_row("elastic-causal", True, 8192, 1.0, 50.0), eff_row("softmax", True, 8192, 1.0, 100.0)]  # fmt: skip

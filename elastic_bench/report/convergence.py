@@ -46,7 +46,9 @@ def convergence_table(curves: pd.DataFrame, window: int = WINDOW, rising: float 
                      "best epoch": int(g["epoch"].iloc[int(v.idxmax())]), "best valid NDCG@10": round(best, 4),
                      f"rise over last {window} epochs": "–" if rise != rise else f"{rise:+.1%}",
                      "stopped": stopped.split(" (")[0] or "–", "state": _state(stopped, rise, rising), "run": run})  # fmt: skip
-    return pd.DataFrame(rows, columns=_columns(window))
+    out = pd.DataFrame(rows, columns=_columns(window))
+    # family by family, then model and seed: the rows a reader compares sit together
+    return out.sort_values(["objective", "max_len", "label", "seed"], kind="stable", ignore_index=True)
 
 
 def convergence_note(table: pd.DataFrame, window: int = WINDOW, rising: float = RISING) -> str:
