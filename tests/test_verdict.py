@@ -256,6 +256,14 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
     keys = [parse_pending(p) for p in pending_cells(preset)]  # the budget reads back the cell each line names
     opts = ";".join(sorted(f"{k}={v}" for k, v in cfg.options))
     assert CellKey(cfg.model, opts, cfg.objective, cfg.max_len, cfg.data) in keys and None not in keys
+    # the plan table printed before a run says the same, cell by cell
+    from rich.console import Console
+
+    from elastic_bench.runs.accuracy import print_accuracy_plan
+
+    console = Console(record=True, width=200)
+    print_accuracy_plan(expand_accuracy(spec), {}, spec, console)
+    assert "pending: 1/3 epochs in its checkpoint" in console.export_text()
     run_figures(name, results_root=tmp_path / "results", out_root=tmp_path / "reports", progress=False)
     hist = json.loads((tmp_path / "results" / "v" / "runs" / f"{cfg.model}-{cfg.config_hash()}.json").read_text())["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3]

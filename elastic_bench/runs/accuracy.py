@@ -36,6 +36,7 @@ from ..environment import resolve_device
 from ..grammar import GrammarError
 from ..measure.cell import backend_info
 from ..store import ResultsStore
+from ..train.checkpoint import checkpoint_progress
 from ..train.config import TrainConfig
 from ..train.rows import base_row
 from .grid import option_combos
@@ -102,10 +103,19 @@ def print_accuracy_plan(cells: list[TrainConfig], done: dict[str, str], spec: Ac
         table.add_column(col)
     for i, c in enumerate(cells[:12]):
         opts = ",".join([f"{k}={v}" for k, v in c.options if k in swept] + c.causality_shown()) or "-"
-        table.add_row(str(i + 1), c.model, opts, str(c.max_len), str(c.seed), done.get(c.config_hash(), "pending"))
+        table.add_row(str(i + 1), c.model, opts, str(c.max_len), str(c.seed), done.get(c.config_hash()) or _pending_state(spec, c))
     if len(cells) > 12:
         table.add_row("…", f"{len(cells) - 12} more", "", "", "", "")
     console.print(table)
+
+
+def _pending_state(spec: AccuracySpec, cfg: TrainConfig) -> str:
+    """``pending``, or ``pending: 12/56 epochs in its checkpoint (resumes there)`` for a cell
+    that an interrupted run left checkpointed."""
+    if not spec.checkpoint_dir:
+        return "pending"
+    progress = checkpoint_progress(Path(spec.checkpoint_dir) / f"{cfg.config_hash()}.pt", cfg.epochs)
+    return "pending" if progress == "not started" else f"pending: {progress}"
 
 
 def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progress: bool = True, launcher: Any = None) -> AccuracyResult:

@@ -264,6 +264,7 @@ def train_base(cfg: dict[str, Any]) -> Any:
 def pending_cells(preset: FigurePreset) -> list[str]:
     """The accuracy cells of ``preset`` without a row yet, each with its checkpoint's progress."""
     from ..store import ResultsStore
+    from ..train.checkpoint import checkpoint_progress
     from .accuracy import expand_accuracy
 
     done = ResultsStore(preset.accuracy_csv).completed() if preset.accuracy_csv.is_file() else {}
@@ -279,7 +280,7 @@ def pending_cells(preset: FigurePreset) -> list[str]:
             opts = ",".join([f"{k}={v}" for k, v in c.options] + c.causality_shown())
             what = f"{c.model}{f' [{opts}]' if opts else ''} objective {_objective(c)} N={c.max_len} seed {c.seed} on {c.data} ({h})"
             ckpt = Path(spec.checkpoint_dir or "") / f"{h}.pt"
-            out.append(f"{what}: {_progress(ckpt, c.epochs)}")
+            out.append(f"{what}: {checkpoint_progress(ckpt, c.epochs)}")
     return out
 
 
@@ -295,19 +296,6 @@ def _objective(cfg: Any) -> str:
     if info.cls is None:
         return cfg.objective
     return resolve_objective(cfg, cfg.causal if cfg.causal is not None else info.cls.capabilities.causal)
-
-
-def _progress(ckpt: Path, epochs: int) -> str:
-    if not ckpt.is_file():
-        return "not started"
-    try:
-        import torch
-
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        done = len((state.get("state") or state).get("history") or [])
-        return f"{done}/{epochs} epochs in its checkpoint (resumes there)"
-    except Exception as exc:  # noqa: BLE001 - a progress note only
-        return f"checkpoint unreadable ({type(exc).__name__})"
 
 
 def run_preset_cells(preset: FigurePreset, console: Console, progress: bool = True, dry_run: bool = False, launcher: Any = None) -> list[str]:

@@ -50,6 +50,19 @@ def load_checkpoint(path: Path, cfg: TrainConfig, model, optimizers, schedulers)
     return payload["state"], payload["best_state"]
 
 
+def checkpoint_progress(path: Path, epochs: int) -> str:
+    """How far the run behind ``path`` got: ``"12/56 epochs in its checkpoint (resumes there)"``,
+    ``"not started"`` without a file (the wording :mod:`..report.training_budget` reads back)."""
+    if not path.is_file():
+        return "not started"
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        done = len((payload.get("state") or payload).get("history") or [])
+    except Exception as exc:  # noqa: BLE001 - a progress note, never a reason to stop a plan
+        return f"checkpoint unreadable ({type(exc).__name__})"
+    return f"{done}/{epochs} epochs in its checkpoint (resumes there)"
+
+
 def _single_process_cuda() -> bool:
     """Every GPU's RNG is this process's to save and restore only outside a multi-process run
     (under DDP each rank's streams travel in ``state["rank_rng"]``, and touching every GPU
