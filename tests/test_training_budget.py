@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from elastic_bench.report.training_budget import CellKey, budget_text, estimate, parse_pending, remaining_fraction, run_hours
+from elastic_bench.report.training_budget import CellKey, budget_text, estimate, own_pace_hours, parse_pending, remaining_fraction, run_hours
 
 
 def acc_row(model: str, objective: str, n: int, wall_s: float, h: str, options: str = "") -> dict:
@@ -73,6 +73,21 @@ def test_pending_lines_parse_and_the_text_counts_each_basis():
     # 0.75 h + 3/4 of 0.25 h; the line that does not parse is said, not counted as 0 h silently
     assert "3 pending: about 0.9 h more for 2 of them (1 not estimated), less what their checkpoints hold" in text
     assert "(same cell family: 1, same model: 1, unparsed: 1;" in text
+
+
+def test_a_checkpointed_cell_is_estimated_at_its_own_pace():
+    # 14 of 56 epochs at 90 s each (evaluation included): 42 more epochs, 1.05 h, whatever similar runs took
+    line = ("softmax objective all N=800 seed 0 on ml-1m (e9): 14/56 epochs in its checkpoint (resumes there), 90.0 s per epoch")
+    assert own_pace_hours(line) == pytest.approx(42 * 90 / 3600)
+    assert parse_pending(line) == CellKey("softmax", "", "all", 800, "ml-1m")
+    text = budget_text(ACC.assign(dataset="ml-1m"), CURVES, [line])
+    assert "1 pending: about 1.1 h more" in text and "(its own checkpoint: 1;" in text
+    # before any run has finished, the checkpoint alone still gives an estimate
+    first = budget_text(ACC.iloc[0:0], pd.DataFrame(), [line, "linear objective all N=200 seed 0 (x): not started"])
+    assert first.startswith("No training cell has finished with a recorded time yet;")
+    assert "2 pending: about 1.1 h more for 1 of them (1 not estimated)" in first and "its own checkpoint: 1" in first
+    # a line without a pace (an older checkpoint) falls back to the similar runs, less its share done
+    assert math.isnan(own_pace_hours("softmax objective all N=200 seed 1 (a): 14/56 epochs in its checkpoint (resumes there)"))
 
 
 def test_nothing_pending_and_no_finished_run():

@@ -252,7 +252,7 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
     payload = torch.load(ckpt, map_location="cpu", weights_only=False)
     payload["state"]["wall_s"] = 1000.0  # as if the first segment had taken 1000 s
     torch.save(payload, ckpt)
-    assert any("1/3 epochs in its checkpoint" in p for p in pending_cells(preset))
+    assert any("1/3 epochs in its checkpoint (resumes there), 1000.0 s per epoch" in p for p in pending_cells(preset))
     keys = [parse_pending(p) for p in pending_cells(preset)]  # the budget reads back the cell each line names
     opts = ";".join(sorted(f"{k}={v}" for k, v in cfg.options))
     assert CellKey(cfg.model, opts, cfg.objective, cfg.max_len, cfg.data) in keys and None not in keys

@@ -4,10 +4,13 @@ Used hours: each finished run's wall time, or the sum of its epoch times where t
 resumed before the trainer carried its wall time across checkpoints counted only its last segment).
 A finished row with neither is left out of the means and counted apart.
 
-Estimate of a pending cell: the mean hours of the finished runs most like it, looked up in this order
-(the first that has a run wins, and the report counts how many estimates came from each):
+Estimate of a pending cell that has a checkpoint with its pace (``k/E epochs in its checkpoint ...,
+S s per epoch``): ``its own checkpoint``, its remaining ``E - k`` epochs at its own pace so far
+(evaluation included; early stopping would make it less).
 
-Only runs on the same dataset count: a dataset with no finished run gets no estimate (said so).
+Any other pending cell: the mean hours of the finished runs most like it, looked up in this order
+(the first that has a run wins, and the report counts how many estimates came from each). Only
+runs on the same dataset count: a dataset with no finished run gets no estimate (said so).
 
 1. ``same cell family``: same model, options, objective and max length (another seed);
 2. ``same model``: same model, objective and max length (other options, e.g. another bank size);
@@ -35,6 +38,7 @@ _PENDING = re.compile(
     r"^(?P<model>\S+)(?: \[(?P<opts>[^\]]*)\])? objective (?P<objective>\w+) N=(?P<n>\d+) seed (?P<seed>\d+)(?: on (?P<data>\S+))?"
 )
 _DONE = re.compile(r"(?P<done>\d+)/(?P<epochs>\d+) epochs in its checkpoint")
+_PACE = re.compile(r"(?P<done>\d+)/(?P<epochs>\d+) epochs in its checkpoint.*?, (?P<s>\d+(?:\.\d+)?) s per epoch")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,14 @@ def remaining_fraction(line: str) -> float:
     """The share of a pending cell's epochs still to run (its checkpoint's progress; 1 if none)."""
     m = _DONE.search(line)
     return max(0.0, 1 - int(m["done"]) / int(m["epochs"])) if m and int(m["epochs"]) > 0 else 1.0
+
+
+def own_pace_hours(line: str) -> float:
+    """Hours a checkpointed pending cell still needs at its own pace (NaN when the line gives none)."""
+    m = _PACE.search(line)
+    if not m:
+        return math.nan
+    return max(0, int(m["epochs"]) - int(m["done"])) * float(m["s"]) / 3600
 
 
 def run_hours(acc: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
@@ -119,8 +131,11 @@ def budget_text(acc: pd.DataFrame, curves: pd.DataFrame, pending: list[str]) -> 
     runs = run_hours(acc, curves)
     timed = runs.dropna(subset=["h"])
     if timed.empty:
-        return f"No training cell has finished with a recorded time yet; {len(pending)} pending (no estimate without one)."
-    lines = [f"{len(runs)} training cell(s) finished: {timed['h'].sum():.1f} CPU hours (one thread each, one at a time)"]
+        if not any(not math.isnan(own_pace_hours(p)) for p in pending):
+            return f"No training cell has finished with a recorded time yet; {len(pending)} pending (no estimate without one)."
+        lines = ["No training cell has finished with a recorded time yet"]
+    else:
+        lines = [f"{len(runs)} training cell(s) finished: {timed['h'].sum():.1f} CPU hours (one thread each, one at a time)"]
     longer = int(runs["epochs_longer"].sum())
     if longer:
         lines[0] += f"; for {longer} of them the sum of epoch times, which is larger than the recorded wall time (resumed before the trainer carried it)"
@@ -133,12 +148,16 @@ def budget_text(acc: pd.DataFrame, curves: pd.DataFrame, pending: list[str]) -> 
         return "; ".join(lines) + "."
     total, bases, missing = 0.0, {}, 0
     for line in pending:
+        own = own_pace_hours(line)
         key = parse_pending(line)
-        hours, basis = estimate(key, runs) if key else (math.nan, "unparsed")
+        if not math.isnan(own):
+            hours, basis, fraction = own, "its own checkpoint", 1.0  # already the remaining epochs only
+        else:
+            (hours, basis), fraction = (estimate(key, runs) if key else (math.nan, "unparsed")), remaining_fraction(line)
         if math.isnan(hours):
             missing += 1
         else:
-            total += hours * remaining_fraction(line)
+            total += hours * fraction
         bases[basis] = bases.get(basis, 0) + 1
     how = ", ".join(f"{k}: {v}" for k, v in bases.items())
     scope = f"for {len(pending) - missing} of them ({missing} not estimated)" if missing else ""
