@@ -57,7 +57,8 @@ def checkpoint_progress(path: Path, epochs: int) -> str:
     if not path.is_file():
         return "not started"
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        # mmap: a 1m-slot bank's checkpoint is hundreds of MB; only the loop state is read here
+        payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         state = payload.get("state") or payload
         done = len(state.get("history") or [])
         wall = float(state.get("wall_s") or 0.0)
