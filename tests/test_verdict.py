@@ -332,13 +332,13 @@ def test_gpu_rows_become_rows_of_their_own(tmp_path):
 
 
 def test_the_shipped_verdict_preset_plans_every_cell(tmp_path):
-    """verdict-cpu as committed: 5 sweeps first, then 24 training cells in 10 groups, one thread, one budget."""
+    """verdict-cpu as committed: 5 sweeps first, then 24 training cells in 12 groups, one thread, one budget."""
     from elastic_bench.runs.accuracy import expand_accuracy
 
     preset = load_preset("verdict-cpu", tmp_path)
     plan, commands = plan_preset(preset, dry_run=True)
     kinds = [k for k, _ in plan]
-    assert kinds == ["efficiency"] * 5 + ["accuracy"] * 10
+    assert kinds == ["efficiency"] * 5 + ["accuracy"] * 12
     # every sweep's longest N gets process repeats: the bank's cost is judged at N=200 and at N=8192
     bank = [s for k, s in plan if k == "efficiency" and s.models == ("elastic",) and s.passes == ("infer",)]
     assert sorted(n for s in bank for n in s.seq_lens) == [200, 8192] and all(len(s.seq_lens) == 1 and s.process_repeats == 3 for s in bank)
@@ -351,6 +351,10 @@ def test_the_shipped_verdict_preset_plans_every_cell(tmp_path):
     beauty = [c for c in cells if c.data == "beauty"]
     assert len(beauty) == 6 and {(c.max_len, c.dropout, c.objective, c.model, c.epochs, c.train_on_valid) for c in beauty} == {(50, 0.5, "last", "elastic", 56, False)}
     assert sorted((dict(c.options)["memory_size"], c.seed) for c in beauty) == [(0, 0), (0, 1), (4096, 0), (65536, 0), (65536, 1), (1 << 20, 0)]
+    # the slow cells (a 1m bank's dense updates, N=800) run after every short bank cell
+    slow = [i for i, c in enumerate(cells) if dict(c.options).get("memory_size") == 1 << 20 or c.max_len == 800]
+    short_bank = [i for i, c in enumerate(cells) if c.model == "elastic" and dict(c.options).get("memory_size") in (0, 4096, 65536)]
+    assert len(slow) == 4 and min(slow) > max(short_bank)
     cells = [c for c in cells if c.data != "beauty"]
     # the cells the issue requires run before the optional second seed of the linear baseline
     assert (cells[-1].model, cells[-1].seed) == ("linear", 1) and all(c.model != "linear" or c.seed == 0 for c in cells[:-1])
