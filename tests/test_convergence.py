@@ -41,3 +41,16 @@ def test_empty_and_all_flat_notes_do_not_claim_non_convergence():
     assert "No run has finished yet" in convergence_note(convergence_table(pd.DataFrame()))
     flat = convergence_table(pd.DataFrame(curve("softmax-a", [0.1] * 20)))
     assert "not at convergence" not in convergence_note(flat) and "flat: 1" in convergence_note(flat)
+
+
+def test_rows_sit_family_by_family_with_bank_sizes_in_size_order():
+    def run(label: str, objective: str, seed: int) -> list[dict]:
+        return [{**r, "label": label, "objective": objective, "seed": seed} for r in curve(f"{label}-{objective}-{seed}", [0.1, 0.2])]
+
+    order = [("elastic M=64k", "last", 0), ("softmax", "all", 1), ("elastic M=1m", "last", 0), ("elastic M=0", "last", 1),
+             ("elastic M=4k", "last", 0), ("softmax", "all", 0), ("elastic M=0", "last", 0)]  # fmt: skip
+    t = convergence_table(pd.DataFrame([r for o in order for r in run(*o)]))
+    assert list(zip(t["label"], t["objective"], t["seed"])) == [
+        ("softmax", "all", 0), ("softmax", "all", 1),
+        ("elastic M=0", "last", 0), ("elastic M=0", "last", 1), ("elastic M=4k", "last", 0), ("elastic M=64k", "last", 0), ("elastic M=1m", "last", 0),
+    ]  # fmt: skip

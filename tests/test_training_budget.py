@@ -87,7 +87,10 @@ def test_a_checkpointed_cell_is_estimated_at_its_own_pace():
     assert first.startswith("No training cell has finished with a recorded time yet;")
     assert "2 pending: about 1.1 h more for 1 of them (1 not estimated)" in first and "its own checkpoint: 1" in first
     # a line without a pace (an older checkpoint) falls back to the similar runs, less its share done
-    assert math.isnan(own_pace_hours("softmax objective all N=200 seed 1 (a): 14/56 epochs in its checkpoint (resumes there)"))
+    old = "softmax objective all N=200 seed 1 (a): 14/56 epochs in its checkpoint (resumes there)"
+    assert math.isnan(own_pace_hours(old))
+    whole, basis = estimate(parse_pending(old), run_hours(ACC, CURVES))
+    assert basis == "same cell family" and f"1 pending: about {whole * 0.75:.1f} h more" in budget_text(ACC, CURVES, [old])
 
 
 def test_nothing_pending_and_no_finished_run():

@@ -372,3 +372,11 @@ def test_the_shipped_verdict_preset_plans_every_cell(tmp_path):
     committed = Path(__file__).resolve().parents[1] / "results" / "verdict-cpu" / "accuracy.csv"
     if committed.is_file():
         assert set(load_results(committed)["config_hash"]) <= {c.config_hash() for c in cells}
+
+
+def test_the_seed_table_keeps_four_decimals_and_names_its_spread():
+    stats = V.seed_stats(pd.DataFrame([acc_row("elastic", 0, 0.08545, "last", 0), acc_row("elastic", 1, 0.0786, "last", 0),
+                                       acc_row("softmax", 0, 0.082, "last")]))  # fmt: skip
+    t = V._seed_table(stats).set_index("label")
+    assert t.loc["elastic M=0", "mean"] == "0.0820" and t.loc["elastic M=0", "std across seeds"] == "0.0048"
+    assert t.loc["softmax", "mean"] == "0.0820" and t.loc["softmax", "std across seeds"] == "–"  # one seed: no spread

@@ -10,6 +10,8 @@ learning; one that early-stopped had gone ``patience`` evaluations without a bet
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 WINDOW = 10  # epochs: the verdict preset's early-stopping patience (it evaluates every epoch)
@@ -47,8 +49,17 @@ def convergence_table(curves: pd.DataFrame, window: int = WINDOW, rising: float 
                      f"rise over last {window} epochs": "–" if rise != rise else f"{rise:+.1%}",
                      "stopped": stopped.split(" (")[0] or "–", "state": _state(stopped, rise, rising), "run": run})  # fmt: skip
     out = pd.DataFrame(rows, columns=_columns(window))
-    # family by family, then model and seed: the rows a reader compares sit together
-    return out.sort_values(["objective", "max_len", "label", "seed"], kind="stable", ignore_index=True)
+    # family by family, then model (bank sizes in size order) and seed: the rows a reader compares sit together
+    return out.sort_values(["objective", "max_len", "label", "seed"], key=lambda c: c.map(_label_key) if c.name == "label" else c,
+                           kind="stable", ignore_index=True)  # fmt: skip
+
+
+def _label_key(label: object) -> tuple[str, int]:
+    """``elastic M=64k`` -> ("elastic M=", 65536): sizes sort by value (0 < 4k < 64k < 1m), not as text."""
+    m = re.fullmatch(r"(.*M=)(\d+)([km]?)", str(label))
+    if not m:
+        return str(label), -1
+    return m[1], int(m[2]) << {"": 0, "k": 10, "m": 20}[m[3]]
 
 
 def convergence_note(table: pd.DataFrame, window: int = WINDOW, rising: float = RISING) -> str:

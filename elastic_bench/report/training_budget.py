@@ -8,9 +8,9 @@ Estimate of a pending cell that has a checkpoint with its pace (``k/E epochs in 
 S s per epoch``): ``its own checkpoint``, its remaining ``E - k`` epochs at its own pace so far
 (evaluation included; early stopping would make it less).
 
-Any other pending cell: the mean hours of the finished runs most like it, looked up in this order
-(the first that has a run wins, and the report counts how many estimates came from each). Only
-runs on the same dataset count: a dataset with no finished run gets no estimate (said so).
+Any other pending cell: the mean hours of the finished runs on the same dataset most like it (a
+dataset with no finished run gets no estimate, said so), looked up in this order; the first that
+has a run wins, and the report counts how many estimates came from each:
 
 1. ``same cell family``: same model, options, objective and max length (another seed);
 2. ``same model``: same model, objective and max length (other options, e.g. another bank size);
@@ -22,7 +22,8 @@ runs on the same dataset count: a dataset with no finished run gets no estimate 
    (rules 1-4 at N=200; 4x at N=800): softmax attention is quadratic in N, ELASTIC linear, and
    batches pad to their longest sequence, so this is a rough guess, labelled so.
 
-A cell with ``k/E epochs in its checkpoint`` needs only the remaining ``1 - k/E`` of that.
+A cell estimated so with ``k/E epochs in its checkpoint`` (an older checkpoint, without its pace)
+needs only the remaining ``1 - k/E`` of that.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _PENDING = re.compile(
     r"^(?P<model>\S+)(?: \[(?P<opts>[^\]]*)\])? objective (?P<objective>\w+) N=(?P<n>\d+) seed (?P<seed>\d+)(?: on (?P<data>\S+))?"
 )
 _DONE = re.compile(r"(?P<done>\d+)/(?P<epochs>\d+) epochs in its checkpoint")
-_PACE = re.compile(r"(?P<done>\d+)/(?P<epochs>\d+) epochs in its checkpoint.*?, (?P<s>\d+(?:\.\d+)?) s per epoch")
+_PACE = re.compile(r"(?P<done>\d+)/(?P<epochs>\d+) epochs in its checkpoint \(resumes there\), (?P<s>\d+(?:\.\d+)?) s per epoch")
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,8 @@ def _device(r: pd.Series) -> str:
 
 def _pairs(ok: pd.DataFrame, elastic: str, comparator: str) -> list[tuple[pd.Series, pd.Series]]:
     """(ELASTIC row, comparator row) at every N where both ran alike; comparator ``softmax`` or
-    ``best-exact-speed`` / ``best-exact-memory`` (the fastest / smallest exact row alike)."""
+    ``best-exact-speed`` / ``best-exact-memory`` (the fastest / smallest exact row alike; a tie in
+    memory goes to the faster)."""
     keys = [k for k in MATCH_KEYS if k in ok]
     key = match_key(ok, keys)
     out = []

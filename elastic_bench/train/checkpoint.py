@@ -51,21 +51,34 @@ def load_checkpoint(path: Path, cfg: TrainConfig, model, optimizers, schedulers)
 
 
 def checkpoint_progress(path: Path, epochs: int) -> str:
-    """How far the run behind ``path`` got: ``"12/56 epochs in its checkpoint (resumes there),
-    27.9 s per epoch"`` (its wall time so far over its epochs, evaluation included), ``"not started"``
-    without a file: the wording :mod:`..report.training_budget` reads back."""
+    """How far the run behind ``path`` got, in the wording :mod:`..report.training_budget` reads back:
+
+    - ``"12/56 epochs in its checkpoint (resumes there), 27.9 s per epoch"``: its time so far over its
+      epochs, evaluation included (the wall time, or the sum of epoch times where that is larger: a
+      checkpoint of a run resumed before the trainer carried its wall time counts one segment only);
+    - ``"not started"`` without a file; ``"checkpoint unreadable (<error>)"`` when it cannot be read.
+    """
     if not path.is_file():
         return "not started"
     try:
-        # mmap: a 1m-slot bank's checkpoint is hundreds of MB; only the loop state is read here
-        payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        state = payload.get("state") or payload
-        done = len(state.get("history") or [])
-        wall = float(state.get("wall_s") or 0.0)
+        state = _loop_state(path)
+        history = state.get("history") or []
+        done = len(history)
+        spent = max(float(state.get("wall_s") or 0.0), sum(float(h.get("epoch_s") or 0.0) for h in history))
     except Exception as exc:  # noqa: BLE001 - a progress note, never a reason to stop a plan
         return f"checkpoint unreadable ({type(exc).__name__})"
-    pace = f", {wall / done:.1f} s per epoch" if done and wall > 0 else ""
+    pace = f", {spent / done:.1f} s per epoch" if done and spent > 0 else ""
     return f"{done}/{epochs} epochs in its checkpoint (resumes there){pace}"
+
+
+def _loop_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's loop state, through mmap where it can (a 1m-slot bank's checkpoint is hundreds
+    of MB and only this is needed); a file in torch's legacy format is read whole."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # mmap needs the zip format that torch.save has written since 1.6
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    return payload.get("state") or payload
 
 
 def _single_process_cuda() -> bool:
