@@ -112,10 +112,8 @@ def print_accuracy_plan(cells: list[TrainConfig], done: dict[str, str], spec: Ac
 def _pending_state(spec: AccuracySpec, cfg: TrainConfig) -> str:
     """``pending``, or ``pending: 12/56 epochs in its checkpoint (resumes there), 27.9 s per epoch``
     for a cell that an interrupted run left checkpointed (:func:`..train.checkpoint.checkpoint_progress`)."""
-    if not spec.checkpoint_dir:
-        return "pending"
-    progress = checkpoint_progress(Path(spec.checkpoint_dir) / f"{cfg.config_hash()}.pt", cfg.epochs)
-    return "pending" if progress == "not started" else f"pending: {progress}"
+    ckpt = Path(spec.checkpoint_dir) / f"{cfg.config_hash()}.pt" if spec.checkpoint_dir else None
+    return f"pending: {checkpoint_progress(ckpt, cfg.epochs)}" if ckpt is not None and ckpt.is_file() else "pending"
 
 
 def run_accuracy_sweep(spec: AccuracySpec, console: Console | None = None, progress: bool = True, launcher: Any = None) -> AccuracyResult:

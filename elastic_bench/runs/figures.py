@@ -295,7 +295,7 @@ def _objective(cfg: Any) -> str:
     info = backend_info(cfg.model)
     if info.cls is None:
         return cfg.objective
-    return resolve_objective(cfg, cfg.causal if cfg.causal is not None else info.cls.capabilities.causal)
+    return resolve_objective(cfg, cfg.causal_for(info.cls.capabilities.causal))
 
 
 def run_preset_cells(preset: FigurePreset, console: Console, progress: bool = True, dry_run: bool = False, launcher: Any = None) -> list[str]:

@@ -31,7 +31,7 @@ def train_cell(cfg: TrainConfig, spec: Any, datasets: dict[str, Any], run_id: st
     info = backend_info(cfg.model)
     if info.cls is None:
         return _failure_row(cfg, run_id, f"skipped:{info.load_error}", "", t0)
-    causal = cfg.causal if cfg.causal is not None else info.cls.capabilities.causal
+    causal = cfg.causal_for(info.cls.capabilities.causal)
     why = info.cls.unavailable_reason(device, torch.float32, causal=causal, head_dim=cfg.d_model // cfg.heads, padding=True)
     if why:
         return _failure_row(cfg, run_id, f"skipped:{why}", "", t0)

@@ -76,6 +76,10 @@ class TrainConfig:
                 d.pop(k)
         return d
 
+    def causal_for(self, backend_causal: bool) -> bool:
+        """The causality this cell runs with: the one asked for, else the backend's default."""
+        return self.causal if self.causal is not None else backend_causal
+
     def causality_shown(self) -> list[str]:
         """``["causal=False"]`` (or True) when a causality was asked for, else ``[]``: shown beside
         the options wherever a cell is named, so a non-causal run never reads as the default one."""
