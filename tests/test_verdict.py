@@ -381,3 +381,19 @@ def test_the_seed_table_keeps_four_decimals_and_names_its_spread():
     t = V._seed_table(stats).set_index("label")
     assert t.loc["elastic M=0", "mean"] == "0.0820" and t.loc["elastic M=0", "std across seeds"] == "0.0048"
     assert t.loc["softmax", "mean"] == "0.0820" and t.loc["softmax", "std across seeds"] == "–"  # one seed: no spread
+
+
+def test_the_bank_figure_puts_each_dataset_against_its_own_no_bank_mean(tmp_path, monkeypatch):
+    beauty = [{**acc_row("elastic", s, v, "last", m), "seq_len": 50, "dataset": "beauty"}
+              for m, s, v in ((0, 0, 0.030), (0, 1, 0.034), (65536, 0, 0.040))]  # fmt: skip
+    ml1m = [{**acc_row("elastic", s, v, "last", m), "dataset": "ml-1m"} for m, s, v in ((0, 0, 0.08), (65536, 0, 0.088))]
+    rel = V.bank_accuracy(pd.DataFrame(beauty + ml1m))
+    assert rel["no_bank"].tolist() == pytest.approx([0.032, 0.032, 0.032, 0.08, 0.08])
+    assert rel["vs_no_bank_pct"].tolist() == pytest.approx([-6.25, 6.25, 25.0, 0.0, 10.0])
+    axes = []
+    real = V.save_figure
+    monkeypatch.setattr(V, "save_figure", lambda fig, *a, **k: (axes.append(fig.axes[0].get_ylabel()), real(fig, *a, **k))[1])
+    V.plot_memory_bank(pd.DataFrame(beauty + ml1m), pd.DataFrame(), tmp_path)  # two datasets: relative
+    V.plot_memory_bank(pd.DataFrame(ml1m), pd.DataFrame(), tmp_path)  # one: the score itself
+    V.plot_memory_bank(pd.DataFrame(beauty[2:] + ml1m), pd.DataFrame(), tmp_path)  # Beauty has no bank-less run yet
+    assert axes == ["test NDCG@10 vs no bank (%)", "test NDCG@10 (objective last)", "test NDCG@10 (objective last)"]

@@ -448,6 +448,18 @@ def _min_span(ax: plt.Axes, centre: float, rel: float = 0.10) -> None:
         ax.set_ylim(mid - rel * centre / 2, mid + rel * centre / 2)
 
 
+def bank_accuracy(ok: pd.DataFrame) -> pd.DataFrame:
+    """``elastic`` accuracy rows with their bank size ``M``, family and, where the family has a
+    bank-less run, its mean test NDCG@10 (``no_bank``) and each run's change against it in %."""
+    ok = ok.copy()
+    ok["M"] = ok["memory_size"].map(_num)
+    ok["family"] = ok.apply(family_of, axis=1)
+    ok["ndcg@10"] = ok["ndcg@10"].astype(float)
+    ok["no_bank"] = ok["family"].map(ok[ok["M"] == 0].groupby("family")["ndcg@10"].mean())
+    ok["vs_no_bank_pct"] = 100.0 * (ok["ndcg@10"] / ok["no_bank"] - 1.0)
+    return ok
+
+
 def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> list[Path]:
     ok = acc[(acc["status"] == "ok") & (acc["model"] == "elastic")].copy()
     lat = bank_latency(bank) if not bank.empty else pd.DataFrame()
@@ -456,26 +468,38 @@ def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> li
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     x = lambda m: [max(float(v), 256.0) for v in m]  # noqa: E731 - M = 0 drawn at the left edge
     if not ok.empty:
-        ok["M"] = ok["memory_size"].map(_num)
-        ok["family"] = ok.apply(family_of, axis=1)
+        ok = bank_accuracy(ok)
+        relative = ok["family"].nunique() > 1 and ok["vs_no_bank_pct"].notna().all()  # datasets of unlike scale: each against its own no-bank mean
+        col = "vs_no_bank_pct" if relative else "ndcg@10"
         for i, (fam, g) in enumerate(sorted(ok.groupby("family"), key=lambda kv: kv[0].count(", "))):  # ML-1M first
-            axes[0].scatter(x(g["M"]), g["ndcg@10"].astype(float), s=18, color=f"C{i}", zorder=3)
-            mean = g.groupby("M")["ndcg@10"].mean()
-            axes[0].plot(x(mean.index), mean.values, color=f"C{i}", label=family_setting(fam))
+            axes[0].scatter(x(g["M"]), g[col], s=18, color=f"C{i}", zorder=3)
+            mean = g.groupby("M")[col].mean()
+            label = family_setting(fam).split(",")[0] + (f" (no bank: {g['no_bank'].iloc[0]:.4f})" if relative else "")
+            axes[0].plot(x(mean.index), mean.values, color=f"C{i}", label=label)
+        if relative:
+            axes[0].axhline(0.0, color="black", lw=0.8)
+            _min_span(axes[0], 1.0, rel=10.0)  # at least 10 points of percentage
+            axes[0].set_ylabel("test NDCG@10 vs no bank (%)")
+        else:
+            _min_span(axes[0], float(ok["ndcg@10"].mean()))
+            axes[0].set_ylabel("test NDCG@10 (objective last)")
         if ok["family"].nunique() > 1:
             axes[0].legend(fontsize=7)
-        _min_span(axes[0], float(ok["ndcg@10"].astype(float).mean()))
-    axes[0].set(xscale="log", xlabel="memory slots M (0 drawn at 256)", ylabel="test NDCG@10 (objective last)")
+    axes[0].set(xscale="log", xlabel="memory slots M (0 drawn at 256)")
     if not lat.empty:
         for (pass_, n, sparse), g in lat.groupby(["pass", "seq_len", "sparse_grad"]):
             ax = axes[1] if pass_ == "infer" else axes[2]
             label = f"{pass_} N={n}" + ((" sparse grad" if sparse else " dense grad") if pass_ == "train_step" else "")
             ax.errorbar(x(g["memory_size"]), g["vs_no_bank"], yerr=[(g["vs_no_bank"] - g["vs_no_bank_ci_lo"]).clip(lower=0).fillna(0),
                         (g["vs_no_bank_ci_hi"] - g["vs_no_bank"]).clip(lower=0).fillna(0)], marker="o", ms=3, capsize=2, label=label)  # fmt: skip
-        params = lat.drop_duplicates("memory_size")
-        ax2 = axes[0].twinx()
-        ax2.plot(x(params["memory_size"]), params["params"].astype(float) / 1e6, color="0.5", ls="--", label="parameters")
-        ax2.set_ylabel("parameters (M), dashed", color="0.4")
+        params = lat.drop_duplicates("memory_size").sort_values("memory_size")
+        xs = x(params["memory_size"]) + (x(ok["M"]) if not ok.empty else [])
+        axes[0].set_xlim(min(xs) / 1.6, max(xs) * 1.6)  # every bank size swept, trained or not yet
+        top = axes[0].twiny()  # parameters as a second x scale: the same slots, counted in weights
+        top.set(xscale="log", xlim=axes[0].get_xlim())
+        top.set_xticks(x(params["memory_size"]), [f"{float(v) / 1e6:.1f}M" for v in params["params"]], fontsize=7)
+        top.minorticks_off()
+        top.set_xlabel("parameters at ML-1M's shape", fontsize=8)
     for ax, title in ((axes[1], "inference latency / no bank"), (axes[2], "train step latency / no bank")):
         ax.axhline(1.0, color="black", lw=0.8)
         ax.axhline(FLAT, color="0.5", lw=0.8, ls=":")
@@ -483,6 +507,8 @@ def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> li
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     note = f"Dotted: {FLAT:.2f}x (the 'flat' rule). Error bars: 95 % bootstrap CI of the latency ratio. Accuracy runs use dense bank gradients."
+    if not ok.empty:
+        note = "Accuracy: dots are seeds, the line their mean" + (", each dataset against its own no-bank mean. " if relative else ". ") + note
     data = lat if not lat.empty else ok
     return save_figure(fig, data, out_dir, "memory-bank", note)
 
