@@ -397,3 +397,19 @@ def test_the_bank_figure_puts_each_dataset_against_its_own_no_bank_mean(tmp_path
     V.plot_memory_bank(pd.DataFrame(ml1m), pd.DataFrame(), tmp_path)  # one: the score itself
     V.plot_memory_bank(pd.DataFrame(beauty[2:] + ml1m), pd.DataFrame(), tmp_path)  # Beauty has no bank-less run yet
     assert axes == ["test NDCG@10 vs no bank (%)", "test NDCG@10 (objective last)", "test NDCG@10 (objective last)"]
+
+
+def test_learning_curves_keep_datasets_apart_at_the_same_length(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for data in ("ml-1m", "beauty"):
+        cfg = {"data": data, "max_len": 50, "seed": 0, "options": {"memory_size": 0}}
+        hist = [{"epoch": e, "epoch_s": 1.0, "valid_ndcg@10": 0.01 * e} for e in (1, 2)]
+        (runs / f"elastic-{data}.json").write_text(json.dumps({"model": "elastic", "objective": "last", "config": cfg, "history": hist}))
+    curves = V.learning_curves(runs)
+    assert sorted(curves["family"].unique()) == ["last, N=50", "last, N=50, beauty"]
+    titles = []
+    real = V.save_figure
+    monkeypatch.setattr(V, "save_figure", lambda fig, *a, **k: (titles.extend(ax.get_title() for ax in fig.axes), real(fig, *a, **k))[1])
+    V.plot_learning_curves(curves, tmp_path)
+    assert titles == ["ML-1M, objective last, N=50", "Amazon Beauty, objective last, N=50"]

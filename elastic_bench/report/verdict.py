@@ -521,7 +521,8 @@ def learning_curves(runs_dir: Path) -> pd.DataFrame:
         opts = "causal=False" if cfg.get("causal") is False else ""
         label = model_label(pd.Series({"model": d.get("model"), "memory_size": (cfg.get("options") or {}).get("memory_size"), "options": opts}))
         for h in d.get("history", []):
-            rows.append({"run": p.stem, "label": label, "objective": d.get("objective"), "max_len": cfg.get("max_len"), "seed": cfg.get("seed"),
+            family = family_of(pd.Series({"objective": d.get("objective"), "seq_len": cfg.get("max_len"), "dataset": cfg.get("data")}))
+            rows.append({"run": p.stem, "label": label, "family": family, "objective": d.get("objective"), "max_len": cfg.get("max_len"), "seed": cfg.get("seed"),
                          "epoch": h.get("epoch"), "epoch_s": h.get("epoch_s"), "valid_ndcg@10": h.get("valid_ndcg@10"),
                          "stopped": d.get("stopped", "")})  # fmt: skip
     return pd.DataFrame(rows)
@@ -530,13 +531,14 @@ def learning_curves(runs_dir: Path) -> pd.DataFrame:
 def plot_learning_curves(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
     if curves.empty:
         return []
-    groups = sorted(curves.groupby(["objective", "max_len"]).groups)
+    groups = sorted(curves["family"].unique(), key=lambda f: (f.count(", "), f))  # ML-1M's families first, as in the accuracy figure
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
-    for ax, (obj, n) in zip(axes[0], groups):
-        sub = curves[(curves["objective"] == obj) & (curves["max_len"] == n)]
+    for ax, fam in zip(axes[0], groups):
+        sub = curves[curves["family"] == fam]
         for (label, seed), g in sub.groupby(["label", "seed"]):
             ax.plot(g["epoch"], g["valid_ndcg@10"], lw=1, label=f"{label} s{seed}")
-        ax.set(title=f"objective {obj}, N={n}", xlabel="epoch", ylabel="validation NDCG@10")
+        ax.set_title(family_setting(fam), fontsize=9)
+        ax.set(xlabel="epoch", ylabel="validation NDCG@10")
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
     return save_figure(fig, curves, out_dir, "learning-curves", "Validation NDCG@10 per epoch of every finished run (results/<preset>/runs/*.json).")
@@ -565,11 +567,13 @@ def plot_long_histories(long: pd.DataFrame, out_dir: Path) -> list[Path]:
     for ax, col in zip(axes, ("test NDCG@10", "median epoch s", "peak memory MB")):
         for i, m in enumerate(models):
             sub = long[long["model"] == m].set_index("max_len").reindex(lens)
-            ax.bar([j + i * width for j in range(len(lens))], sub[col].astype(float), width, label=m, color=f"C{i}")
+            bars = ax.bar([j + i * width for j in range(len(lens))], sub[col].astype(float), width, label=m, color=f"C{i}")
+            ax.bar_label(bars, fmt="%.4f" if col == "test NDCG@10" else "%.0f", fontsize=7, padding=1)
+        ax.margins(y=0.12)  # room for the value labels
         ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(lens))], [f"max len {n}" for n in lens])
         ax.set_ylabel(col)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[1].legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(models), fontsize=8, frameon=False)  # above the bars, not on one
     note = "ML-1M, objective all, seed 0, one thread; epoch time: the training loop of one epoch (evaluation excluded); peak memory: the training process's own."
     return save_figure(fig, long, out_dir, "long-histories", note)
 
