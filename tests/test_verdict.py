@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 import cli
 from elastic_bench.presets import published_reference, train_preset
 from elastic_bench.report import verdict as V
+from elastic_bench.report import verdict_figures as VF
+from elastic_bench.report import verdict_report as VR
 from elastic_bench.report.training_budget import CellKey, parse_pending
 from elastic_bench.runs.figures import (
     load_preset,
@@ -142,21 +144,21 @@ def test_a_second_dataset_is_a_family_of_its_own_with_its_own_bank_row():
 def test_a_tiny_accuracy_gap_does_not_fill_the_panel(tmp_path, monkeypatch):
     acc = pd.DataFrame([acc_row("softmax", 0, 0.08703, "last"), acc_row("elastic", 0, 0.08692, "last", 65536)])
     spans = []
-    real = V._min_span
-    monkeypatch.setattr(V, "_min_span", lambda ax, centre, rel=0.10: (real(ax, centre, rel), spans.append(ax.get_ylim())))
-    V.plot_accuracy_families(acc, tmp_path)
-    V.plot_memory_bank(acc, pd.DataFrame(), tmp_path)
+    real = VF._min_span
+    monkeypatch.setattr(VF, "_min_span", lambda ax, centre, rel=0.10: (real(ax, centre, rel), spans.append(ax.get_ylim())))
+    VF.plot_accuracy_families(acc, tmp_path)
+    VF.plot_memory_bank(acc, pd.DataFrame(), tmp_path)
     assert len(spans) == 2 and all(hi - lo >= 0.0086 for lo, hi in spans)  # each accuracy panel, in both figures
     monkeypatch.undo()
-    fig, ax = V.plt.subplots()
+    fig, ax = VF.plt.subplots()
     ax.scatter([0, 1], [0.08703, 0.08692])
-    V._min_span(ax, 0.087)
+    VF._min_span(ax, 0.087)
     lo, hi = ax.get_ylim()
     assert hi - lo >= 0.0087 - 1e-12 and lo < 0.08692 and hi > 0.08703
     ax.set_ylim(0.0, 0.2)
-    V._min_span(ax, 0.087)  # an axis already wide enough is left alone
+    VF._min_span(ax, 0.087)  # an axis already wide enough is left alone
     assert ax.get_ylim() == (0.0, 0.2)
-    V.plt.close(fig)
+    VF.plt.close(fig)
 
 
 def test_non_causal_softmax_is_a_model_of_its_own_in_the_last_position_family():
@@ -324,7 +326,7 @@ def test_gpu_rows_become_rows_of_their_own(tmp_path):
         store.append({**r, "device": "cuda", "device_name": "NVIDIA H200", "task": "efficiency"})
     store.close()
     (tmp_path / "res").mkdir()
-    V.write_verdict(tmp_path / "res", tmp_path / "out", [], gpu_dir=tmp_path / "gpu")
+    VR.write_verdict(tmp_path / "res", tmp_path / "out", [], gpu_dir=tmp_path / "gpu")
     t = pd.read_csv(tmp_path / "out" / "claims.csv")
     h200 = t[t["setting"].astype(str).str.contains("H200")]
     assert set(h200["claim"]) == {"memory", "speed"} and (h200[h200["comparison"] == "elastic-causal vs softmax"]["verdict"] == "holds").all()
@@ -387,15 +389,15 @@ def test_the_bank_figure_puts_each_dataset_against_its_own_no_bank_mean(tmp_path
     beauty = [{**acc_row("elastic", s, v, "last", m), "seq_len": 50, "dataset": "beauty"}
               for m, s, v in ((0, 0, 0.030), (0, 1, 0.034), (65536, 0, 0.040))]  # fmt: skip
     ml1m = [{**acc_row("elastic", s, v, "last", m), "dataset": "ml-1m"} for m, s, v in ((0, 0, 0.08), (65536, 0, 0.088))]
-    rel = V.bank_accuracy(pd.DataFrame(beauty + ml1m))
+    rel = VF.bank_accuracy(pd.DataFrame(beauty + ml1m))
     assert rel["no_bank"].tolist() == pytest.approx([0.032, 0.032, 0.032, 0.08, 0.08])
     assert rel["vs_no_bank_pct"].tolist() == pytest.approx([-6.25, 6.25, 25.0, 0.0, 10.0])
     axes = []
-    real = V.save_figure
-    monkeypatch.setattr(V, "save_figure", lambda fig, *a, **k: (axes.append(fig.axes[0].get_ylabel()), real(fig, *a, **k))[1])
-    V.plot_memory_bank(pd.DataFrame(beauty + ml1m), pd.DataFrame(), tmp_path)  # two datasets: relative
-    V.plot_memory_bank(pd.DataFrame(ml1m), pd.DataFrame(), tmp_path)  # one: the score itself
-    V.plot_memory_bank(pd.DataFrame(beauty[2:] + ml1m), pd.DataFrame(), tmp_path)  # Beauty has no bank-less run yet
+    real = VF.save_figure
+    monkeypatch.setattr(VF, "save_figure", lambda fig, *a, **k: (axes.append(fig.axes[0].get_ylabel()), real(fig, *a, **k))[1])
+    VF.plot_memory_bank(pd.DataFrame(beauty + ml1m), pd.DataFrame(), tmp_path)  # two datasets: relative
+    VF.plot_memory_bank(pd.DataFrame(ml1m), pd.DataFrame(), tmp_path)  # one: the score itself
+    VF.plot_memory_bank(pd.DataFrame(beauty[2:] + ml1m), pd.DataFrame(), tmp_path)  # Beauty has no bank-less run yet
     assert axes == ["test NDCG@10 vs no bank (%)", "test NDCG@10 (objective last)", "test NDCG@10 (objective last)"]
 
 
@@ -406,10 +408,10 @@ def test_learning_curves_keep_datasets_apart_at_the_same_length(tmp_path, monkey
         cfg = {"data": data, "max_len": 50, "seed": 0, "options": {"memory_size": 0}}
         hist = [{"epoch": e, "epoch_s": 1.0, "valid_ndcg@10": 0.01 * e} for e in (1, 2)]
         (runs / f"elastic-{data}.json").write_text(json.dumps({"model": "elastic", "objective": "last", "config": cfg, "history": hist}))
-    curves = V.learning_curves(runs)
+    curves = VF.learning_curves(runs)
     assert sorted(curves["family"].unique()) == ["last, N=50", "last, N=50, beauty"]
     titles = []
-    real = V.save_figure
-    monkeypatch.setattr(V, "save_figure", lambda fig, *a, **k: (titles.extend(ax.get_title() for ax in fig.axes), real(fig, *a, **k))[1])
-    V.plot_learning_curves(curves, tmp_path)
+    real = VF.save_figure
+    monkeypatch.setattr(VF, "save_figure", lambda fig, *a, **k: (titles.extend(ax.get_title() for ax in fig.axes), real(fig, *a, **k))[1])
+    VF.plot_learning_curves(curves, tmp_path)
     assert titles == ["ML-1M, objective last, N=50", "Amazon Beauty, objective last, N=50"]

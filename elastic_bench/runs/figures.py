@@ -353,7 +353,7 @@ def build_figures(preset: FigurePreset, out_dir: Path, console: Console | None =
             if console:
                 console.print(f"[yellow]table skipped:[/] {exc}")
     if cfg.get("verdict"):
-        from ..report.verdict import write_verdict
+        from ..report.verdict_report import write_verdict
 
         files += write_verdict(preset.results_dir, out_dir, pending_cells(preset), name=preset.name)
     for ab in cfg.get("ablations") or []:
