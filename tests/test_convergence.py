@@ -54,3 +54,18 @@ def test_rows_sit_family_by_family_with_bank_sizes_in_size_order():
         ("softmax", "all", 0), ("softmax", "all", 1),
         ("elastic M=0", "last", 0), ("elastic M=0", "last", 1), ("elastic M=4k", "last", 0), ("elastic M=64k", "last", 0), ("elastic M=1m", "last", 0),
     ]  # fmt: skip
+
+
+def test_each_run_shows_its_train_loss_at_the_best_epoch_and_datasets_sit_apart():
+    def run(name: str, values: list[float], losses: list[float], dataset: str | None) -> list[dict]:
+        return [{**r, "loss": loss, "dataset": dataset} for r, loss in zip(curve(name, values), losses)]
+
+    bank = run("elastic-bank", [0.04, 0.044, 0.043], [3.0, 2.1, 2.0], "beauty")  # fits better, scores worse
+    none = run("elastic-none", [0.04, 0.045, 0.048], [3.1, 2.3, 2.2], "beauty")
+    ml = run("softmax-ml", [0.1, 0.2], [5.0, 4.0], None)  # an older history without its dataset: ML-1M
+    t = convergence_table(pd.DataFrame(bank + none + ml))
+    assert t["run"].tolist() == ["softmax-ml", "elastic-bank", "elastic-none"]  # ML-1M first, then Beauty
+    assert t["dataset"].tolist() == ["ml-1m", "beauty", "beauty"]
+    assert t["train loss at best epoch"].tolist() == [4.0, 2.1, 2.2]  # at epoch 2, 2 and 3
+    no_loss = convergence_table(pd.DataFrame(curve("softmax-a", [0.1, 0.2])))
+    assert no_loss["train loss at best epoch"].tolist() == ["–"]

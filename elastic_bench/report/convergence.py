@@ -6,6 +6,9 @@ objective may need more. This table makes it visible: for each finished run (its
 ``results/<preset>/runs/*.json``), how much its best validation NDCG@10 rose over its last ``window``
 epochs, and how it stopped. A run that ran out of epochs with a rise of at least ``RISING`` was still
 learning; one that early-stopped had gone ``patience`` evaluations without a better score.
+Beside it, the training loss at the best epoch: at equal epochs, of two runs in a family, the one
+with the lower training loss and the lower validation score fits its training data better and
+generalizes worse (the histories give the loss of every epoch).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ RISING = 0.01  # a rise of 1 % of the best validation NDCG@10 over the window: s
 
 
 def _columns(window: int) -> list[str]:
-    return ["label", "objective", "max_len", "seed", "epochs", "best epoch", "best valid NDCG@10", f"rise over last {window} epochs", "stopped", "state", "run"]
+    return ["label", "dataset", "objective", "max_len", "seed", "epochs", "best epoch", "best valid NDCG@10", "train loss at best epoch",
+            f"rise over last {window} epochs", "stopped", "state", "run"]  # fmt: skip
 
 
 def _state(stopped: str, rise: float, rising: float) -> str:
@@ -43,15 +47,23 @@ def convergence_table(curves: pd.DataFrame, window: int = WINDOW, rising: float 
         before = float(v.iloc[: len(v) - window].max()) if len(v) > window else float("nan")
         rise = (best / before - 1 if before > 0 else float("inf")) if before == before else float("nan")
         stopped = str(g["stopped"].iloc[0]) if "stopped" in g and g["stopped"].iloc[0] == g["stopped"].iloc[0] else ""
-        first = g.iloc[0]
-        rows.append({"label": first["label"], "objective": first["objective"], "max_len": first["max_len"], "seed": first["seed"], "epochs": len(v),
-                     "best epoch": int(g["epoch"].iloc[int(v.idxmax())]), "best valid NDCG@10": round(best, 4),
+        first, at_best = g.iloc[0], g.iloc[int(v.idxmax())]
+        loss = pd.to_numeric(pd.Series([at_best.get("loss")]), errors="coerce").iloc[0]
+        rows.append({"label": first["label"], "dataset": _dataset(first.get("dataset")), "objective": first["objective"], "max_len": first["max_len"],
+                     "seed": first["seed"], "epochs": len(v), "best epoch": int(at_best["epoch"]), "best valid NDCG@10": round(best, 4),
+                     "train loss at best epoch": "–" if loss != loss else round(float(loss), 3),
                      f"rise over last {window} epochs": "–" if rise != rise else f"{rise:+.1%}",
                      "stopped": stopped.split(" (")[0] or "–", "state": _state(stopped, rise, rising), "run": run})  # fmt: skip
     out = pd.DataFrame(rows, columns=_columns(window))
     # family by family, then model (bank sizes in size order) and seed: the rows a reader compares sit together
-    return out.sort_values(["objective", "max_len", "label", "seed"], key=lambda c: c.map(_label_key) if c.name == "label" else c,
+    keys = {"label": _label_key, "dataset": lambda d: (d != "ml-1m", d)}  # ML-1M, the main dataset, first
+    return out.sort_values(["dataset", "objective", "max_len", "label", "seed"], key=lambda c: c.map(keys[c.name]) if c.name in keys else c,
                            kind="stable", ignore_index=True)  # fmt: skip
+
+
+def _dataset(value: object) -> str:
+    """A run's dataset; histories written before runs carried it are ML-1M's."""
+    return value if isinstance(value, str) and value else "ml-1m"
 
 
 def _label_key(label: object) -> tuple[str, int]:
@@ -65,7 +77,9 @@ def _label_key(label: object) -> tuple[str, int]:
 def convergence_note(table: pd.DataFrame, window: int = WINDOW, rising: float = RISING) -> str:
     """The rule under the table, and how many runs were still rising when their budget ended."""
     rule = (f"A run that used its whole epoch budget is *still rising* when its best validation NDCG@10 rose by at least {rising:.0%} "
-            f"over its last {window} epochs, else *flat*; an early-stopped one went its patience without a better score.")  # fmt: skip
+            f"over its last {window} epochs, else *flat*; an early-stopped one went its patience without a better score. "
+            "The training loss is the epoch's mean sampled-softmax loss at the best epoch; runs compare by it only at equal epochs "
+            "(their histories in `results/<preset>/runs/*.json` give it for every epoch).")  # fmt: skip
     if table.empty:
         return rule + " No run has finished yet."
     counts = table["state"].value_counts()

@@ -123,7 +123,8 @@ def learning_curves(runs_dir: Path) -> pd.DataFrame:
         for h in d.get("history", []):
             family = family_of(pd.Series({"objective": d.get("objective"), "seq_len": cfg.get("max_len"), "dataset": cfg.get("data")}))
             rows.append({"run": p.stem, "label": label, "family": family, "objective": d.get("objective"), "max_len": cfg.get("max_len"), "seed": cfg.get("seed"),
-                         "epoch": h.get("epoch"), "epoch_s": h.get("epoch_s"), "valid_ndcg@10": h.get("valid_ndcg@10"),
+                         "dataset": cfg.get("data"), "epoch": h.get("epoch"), "epoch_s": h.get("epoch_s"), "loss": h.get("loss"),
+                         "valid_ndcg@10": h.get("valid_ndcg@10"),
                          "stopped": d.get("stopped", "")})  # fmt: skip
     return pd.DataFrame(rows)
 
