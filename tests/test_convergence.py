@@ -66,6 +66,6 @@ def test_each_run_shows_its_train_loss_at_the_best_epoch_and_datasets_sit_apart(
     t = convergence_table(pd.DataFrame(bank + none + ml))
     assert t["run"].tolist() == ["softmax-ml", "elastic-bank", "elastic-none"]  # ML-1M first, then Beauty
     assert t["dataset"].tolist() == ["ml-1m", "beauty", "beauty"]
-    assert t["train loss at best epoch"].tolist() == [4.0, 2.1, 2.2]  # at epoch 2, 2 and 3
+    assert t["train loss at best epoch"].tolist() == ["4.000", "2.100", "2.200"]  # at epoch 2, 2 and 3
     no_loss = convergence_table(pd.DataFrame(curve("softmax-a", [0.1, 0.2])))
     assert no_loss["train loss at best epoch"].tolist() == ["–"]

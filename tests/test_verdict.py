@@ -401,6 +401,41 @@ def test_the_bank_figure_puts_each_dataset_against_its_own_no_bank_mean(tmp_path
     assert axes == ["test NDCG@10 vs no bank (%)", "test NDCG@10 (objective last)", "test NDCG@10 (objective last)"]
 
 
+def test_the_bank_figure_draws_relative_points_and_the_accuracy_models_parameters(tmp_path, monkeypatch):
+    acc = [{**acc_row("elastic", s, v, "last", m), "dataset": d, "seq_len": n, "params": p}
+           for d, n, m, s, v, p in (("ml-1m", 200, 0, 0, 0.08, 259150), ("ml-1m", 200, 0, 1, 0.09, 259150), ("ml-1m", 200, 65536, 0, 0.0935, 3551400),
+                                    ("beauty", 50, 0, 0, 0.036, 671400), ("beauty", 50, 65536, 0, 0.0324, 3963650))]  # fmt: skip
+    # the sweep's model has other embeddings (319,850 weights without a bank); each bank adds the same M*d either way
+    bank = [eff_row("elastic", False, n, 1.0, 10.0, memory_size=m, options=f"memory_size={m}", config_hash=f"b{m}{n}", params=p + 60700)
+            for n in (200, 8192) for m, p in ((0, 259150), (65536, 3551400), (1 << 20, 259150 + 50 * (1 << 20)))]  # fmt: skip
+    drawn = {}
+    real = VF.save_figure
+
+    def spy(fig, rows, *a, **k):
+        ax = fig.axes[0]
+        drawn["points"] = sorted(round(float(y), 6) for c in ax.collections for _, y in c.get_offsets())
+        drawn["top"] = [t.get_text() for t in fig.axes[-1].get_xticklabels()]
+        drawn["rows"] = rows
+        return real(fig, rows, *a, **k)
+
+    monkeypatch.setattr(VF, "save_figure", spy)
+    VF.plot_memory_bank(pd.DataFrame(acc), pd.DataFrame(bank), tmp_path)
+    # ML-1M against its no-bank mean 0.085: -5.88 %, +5.88 %, +10 %; Beauty against 0.036: 0, -10 %
+    assert drawn["points"] == pytest.approx(sorted([-100 / 17, 100 / 17, 10.0, 0.0, -10.0]), abs=1e-4)
+    assert drawn["top"] == ["0.26M", "3.55M", "52.69M"]  # the accuracy model's counts, the 1m one extrapolated by the sweep
+    assert set(drawn["rows"]["kind"]) == {"latency", "accuracy"} and (tmp_path / "memory-bank.csv").is_file()
+    assert drawn["rows"][drawn["rows"]["kind"] == "accuracy"]["vs_no_bank_pct"].notna().all()
+
+
+def test_long_histories_figure_draws_every_model_and_length(tmp_path):
+    long = pd.DataFrame([{"model": m, "max_len": n, "test NDCG@10": v, "median epoch s": t, "peak memory MB": mem}
+                         for m, n, v, t, mem in (("softmax", 200, 0.15, 55.0, 995.0), ("elastic-causal", 200, 0.147, 64.0, 870.0),
+                                                 ("softmax", 800, 0.16, 120.0, 3654.0))])  # elastic-causal at 800 still training  # fmt: skip
+    paths = VF.plot_long_histories(long, tmp_path)
+    assert [p.suffix for p in paths] == [".png", ".pdf", ".csv"] and all(p.stat().st_size > 0 for p in paths)
+    assert len(pd.read_csv(paths[2])) == 3
+
+
 def test_learning_curves_keep_datasets_apart_at_the_same_length(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     runs.mkdir()

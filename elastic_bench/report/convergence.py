@@ -51,7 +51,7 @@ def convergence_table(curves: pd.DataFrame, window: int = WINDOW, rising: float 
         loss = pd.to_numeric(pd.Series([at_best.get("loss")]), errors="coerce").iloc[0]
         rows.append({"label": first["label"], "dataset": _dataset(first.get("dataset")), "objective": first["objective"], "max_len": first["max_len"],
                      "seed": first["seed"], "epochs": len(v), "best epoch": int(at_best["epoch"]), "best valid NDCG@10": round(best, 4),
-                     "train loss at best epoch": "–" if loss != loss else round(float(loss), 3),
+                     "train loss at best epoch": "–" if loss != loss else f"{float(loss):.3f}",
                      f"rise over last {window} epochs": "–" if rise != rise else f"{rise:+.1%}",
                      "stopped": stopped.split(" (")[0] or "–", "state": _state(stopped, rise, rising), "run": run})  # fmt: skip
     out = pd.DataFrame(rows, columns=_columns(window))
@@ -78,7 +78,7 @@ def convergence_note(table: pd.DataFrame, window: int = WINDOW, rising: float = 
     """The rule under the table, and how many runs were still rising when their budget ended."""
     rule = (f"A run that used its whole epoch budget is *still rising* when its best validation NDCG@10 rose by at least {rising:.0%} "
             f"over its last {window} epochs, else *flat*; an early-stopped one went its patience without a better score. "
-            "The training loss is the epoch's mean sampled-softmax loss at the best epoch; runs compare by it only at equal epochs "
+            "The training loss is the epoch's mean sampled-softmax loss at the best epoch (in training mode: dropout on); runs compare by it only within one family and at equal epochs "
             "(their histories in `results/<preset>/runs/*.json` give it for every epoch).")  # fmt: skip
     if table.empty:
         return rule + " No run has finished yet."

@@ -210,6 +210,12 @@ def family_of(r: pd.Series) -> str:
     return base if data in ("ml-1m", "nan") else f"{base}, {data}"
 
 
+def family_order(family: str) -> tuple[bool, str, str, int]:
+    """A sort key for families: ML-1M's first (the main dataset), then by dataset, objective and N."""
+    parts = family.split(", ")
+    return len(parts) > 2, parts[2] if len(parts) > 2 else "", parts[0], int(parts[1].removeprefix("N="))
+
+
 def family_setting(family: str) -> str:
     """``ML-1M, objective all, N=200`` for the family ``all, N=200``; ``Amazon Beauty, objective last,
     N=50`` for ``last, N=50, beauty``."""

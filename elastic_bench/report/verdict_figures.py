@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .figure_kit import plt, save_figure
-from .verdict import FLAT, _num, bank_latency, family_of, family_setting, model_label
+from .verdict import DATASET_TITLES, FLAT, _num, bank_latency, family_of, family_order, family_setting, model_label
 
 
 def plot_accuracy_families(acc: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -21,7 +21,7 @@ def plot_accuracy_families(acc: pd.DataFrame, out_dir: Path) -> list[Path]:
         return []
     ok["family"] = ok.apply(family_of, axis=1)
     ok["label"] = ok.apply(model_label, axis=1)
-    fams = sorted(ok["family"].unique())
+    fams = sorted(ok["family"].unique(), key=family_order)
     fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.4), squeeze=False)
     for ax, fam in zip(axes[0], fams):
         sub = ok[ok["family"] == fam]
@@ -54,10 +54,22 @@ def bank_accuracy(ok: pd.DataFrame) -> pd.DataFrame:
     ok = ok.copy()
     ok["M"] = ok["memory_size"].map(_num)
     ok["family"] = ok.apply(family_of, axis=1)
+    ok["data"] = [f.split(", ")[2] if f.count(", ") == 2 else "ml-1m" for f in ok["family"]]
     ok["ndcg@10"] = ok["ndcg@10"].astype(float)
     ok["no_bank"] = ok["family"].map(ok[ok["M"] == 0].groupby("family")["ndcg@10"].mean())
     ok["vs_no_bank_pct"] = 100.0 * (ok["ndcg@10"] / ok["no_bank"] - 1.0)
     return ok
+
+
+def bank_params(ok: pd.DataFrame, lat: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Parameters per bank size for the figure's second axis: the ML-1M accuracy model's (its
+    bank-less count plus what each bank adds in the latency sweep, whose model differs only in
+    its embeddings), or the sweep model's own while no ML-1M bank-less run exists."""
+    sweep = lat.dropna(subset=["params"]).sort_values("seq_len").drop_duplicates("memory_size").set_index("memory_size")["params"].astype(float)
+    base = ok[(ok["M"] == 0) & (ok["family"] == "last, N=200")]["params"].map(_num).dropna() if not ok.empty and "params" in ok else pd.Series(dtype=float)
+    if base.empty or 0 not in sweep.index:
+        return sweep.sort_index(), "parameters (latency sweep's model)"
+    return (sweep - sweep[0] + float(base.iloc[0])).sort_index(), "parameters (ML-1M accuracy model)"
 
 
 def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -65,16 +77,17 @@ def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> li
     lat = bank_latency(bank) if not bank.empty else pd.DataFrame()
     if ok.empty and lat.empty:
         return []
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.9))
     x = lambda m: [max(float(v), 256.0) for v in m]  # noqa: E731 - M = 0 drawn at the left edge
     if not ok.empty:
         ok = bank_accuracy(ok)
-        relative = ok["family"].nunique() > 1 and ok["vs_no_bank_pct"].notna().all()  # datasets of unlike scale: each against its own no-bank mean
+        relative = ok["data"].nunique() > 1 and ok["vs_no_bank_pct"].notna().all()  # datasets of unlike scale: each against its own no-bank mean
         col = "vs_no_bank_pct" if relative else "ndcg@10"
-        for i, (fam, g) in enumerate(sorted(ok.groupby("family"), key=lambda kv: kv[0].count(", "))):  # ML-1M first
+        for i, (fam, g) in enumerate(sorted(ok.groupby("family"), key=lambda kv: family_order(kv[0]))):
             axes[0].scatter(x(g["M"]), g[col], s=18, color=f"C{i}", zorder=3)
             mean = g.groupby("M")[col].mean()
-            label = family_setting(fam).split(",")[0] + (f" (no bank: {g['no_bank'].iloc[0]:.4f})" if relative else "")
+            label = f"{DATASET_TITLES.get(g['data'].iloc[0], g['data'].iloc[0])}, {fam.split(', ')[1]}"
+            label += f" (no bank: {g['no_bank'].iloc[0]:.4f})" if relative else ""
             axes[0].plot(x(mean.index), mean.values, color=f"C{i}", label=label)
         if relative:
             axes[0].axhline(0.0, color="black", lw=0.8)
@@ -84,7 +97,9 @@ def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> li
             _min_span(axes[0], float(ok["ndcg@10"].mean()))
             axes[0].set_ylabel("test NDCG@10 (objective last)")
         if ok["family"].nunique() > 1:
-            axes[0].legend(fontsize=7)
+            axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)  # below the axis: no point hides behind it
+    else:
+        relative = False
     axes[0].set(xscale="log", xlabel="memory slots M (0 drawn at 256)")
     if not lat.empty:
         for (pass_, n, sparse), g in lat.groupby(["pass", "seq_len", "sparse_grad"]):
@@ -92,14 +107,15 @@ def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> li
             label = f"{pass_} N={n}" + ((" sparse grad" if sparse else " dense grad") if pass_ == "train_step" else "")
             ax.errorbar(x(g["memory_size"]), g["vs_no_bank"], yerr=[(g["vs_no_bank"] - g["vs_no_bank_ci_lo"]).clip(lower=0).fillna(0),
                         (g["vs_no_bank_ci_hi"] - g["vs_no_bank"]).clip(lower=0).fillna(0)], marker="o", ms=3, capsize=2, label=label)  # fmt: skip
-        params = lat.drop_duplicates("memory_size").sort_values("memory_size")
-        xs = x(params["memory_size"]) + (x(ok["M"]) if not ok.empty else [])
+        params, params_label = bank_params(ok, lat)
+        xs = x(lat["memory_size"]) + (x(ok["M"]) if not ok.empty else [])
         axes[0].set_xlim(min(xs) / 1.6, max(xs) * 1.6)  # every bank size swept, trained or not yet
-        top = axes[0].twiny()  # parameters as a second x scale: the same slots, counted in weights
-        top.set(xscale="log", xlim=axes[0].get_xlim())
-        top.set_xticks(x(params["memory_size"]), [f"{float(v) / 1e6:.1f}M" for v in params["params"]], fontsize=7)
-        top.minorticks_off()
-        top.set_xlabel("parameters at ML-1M's shape", fontsize=8)
+        if not params.empty:
+            top = axes[0].twiny()  # parameters as a second x scale: the same slots, counted in weights
+            top.set(xscale="log", xlim=axes[0].get_xlim())
+            top.set_xticks(x(params.index), [f"{v / 1e6:.2f}M" for v in params], fontsize=7)
+            top.minorticks_off()
+            top.set_xlabel(params_label, fontsize=8)
     for ax, title in ((axes[1], "inference latency / no bank"), (axes[2], "train step latency / no bank")):
         ax.axhline(1.0, color="black", lw=0.8)
         ax.axhline(FLAT, color="0.5", lw=0.8, ls=":")
@@ -109,7 +125,12 @@ def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> li
     note = f"Dotted: {FLAT:.2f}x (the 'flat' rule). Error bars: 95 % bootstrap CI of the latency ratio. Accuracy runs use dense bank gradients."
     if not ok.empty:
         note = "Accuracy: dots are seeds, the line their mean" + (", each dataset against its own no-bank mean. " if relative else ". ") + note
-    data = lat if not lat.empty else ok
+    keep = ["family", "M", "seed", "ndcg@10", "no_bank", "vs_no_bank_pct", "config_hash"]
+    data = pd.concat([lat.assign(kind="latency"), ok[keep].rename(columns={"M": "memory_size"}).assign(kind="accuracy") if not ok.empty else None])
+    for c in ("seq_len", "memory_size", "params", "seed"):  # whole numbers stay whole beside the other kind's blanks
+        if c in data:
+            data[c] = pd.to_numeric(data[c], errors="coerce").round().astype("Int64")
+    data = data[["kind", *(c for c in data.columns if c != "kind")]]
     return save_figure(fig, data, out_dir, "memory-bank", note)
 
 
@@ -118,10 +139,12 @@ def learning_curves(runs_dir: Path) -> pd.DataFrame:
     for p in sorted(runs_dir.glob("*.json")) if runs_dir.is_dir() else []:
         d = json.loads(p.read_text())
         cfg = d.get("config", {})
+        if cfg.get("max_len") is None or d.get("objective") is None:
+            continue  # a history without its length or objective belongs to no family of the verdict
         opts = "causal=False" if cfg.get("causal") is False else ""
         label = model_label(pd.Series({"model": d.get("model"), "memory_size": (cfg.get("options") or {}).get("memory_size"), "options": opts}))
+        family = family_of(pd.Series({"objective": d.get("objective"), "seq_len": cfg.get("max_len"), "dataset": cfg.get("data")}))
         for h in d.get("history", []):
-            family = family_of(pd.Series({"objective": d.get("objective"), "seq_len": cfg.get("max_len"), "dataset": cfg.get("data")}))
             rows.append({"run": p.stem, "label": label, "family": family, "objective": d.get("objective"), "max_len": cfg.get("max_len"), "seed": cfg.get("seed"),
                          "dataset": cfg.get("data"), "epoch": h.get("epoch"), "epoch_s": h.get("epoch_s"), "loss": h.get("loss"),
                          "valid_ndcg@10": h.get("valid_ndcg@10"),
@@ -132,7 +155,7 @@ def learning_curves(runs_dir: Path) -> pd.DataFrame:
 def plot_learning_curves(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
     if curves.empty:
         return []
-    groups = sorted(curves["family"].unique(), key=lambda f: (f.count(", "), f))  # ML-1M's families first, as in the accuracy figure
+    groups = sorted(curves["family"].unique(), key=family_order)  # the accuracy figure's order
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
     for ax, fam in zip(axes[0], groups):
         sub = curves[curves["family"] == fam]

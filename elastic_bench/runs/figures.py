@@ -24,7 +24,7 @@ A preset is a small YAML file (``elastic_bench/figure_presets/<name>.yaml``, or 
     accuracy:                      # groups of training cells, each with its own TrainConfig fields
       - {name: causal, models: "softmax,elastic-causal", seeds: "0,1", train: {objective: all}}
       - {name: bank, models: elastic, memory_size: "0,64k", train: {objective: last}, max_len: 200}
-    verdict: true                  # also the claims table of report/verdict.py
+    verdict: true                  # also the claims table of report/verdict_report.py
 
 The sweeps run first (minutes, on a quiet machine), then the accuracy groups in their order
 (hours: every cell checkpointed each epoch under ``<results_dir>/checkpoints/``, its epoch
@@ -65,7 +65,7 @@ ABLATION_KEYS = {"axis", "values", "models", "option", "seq_len"}
 ACCURACY_GROUP_KEYS = {"name", "models", "seeds", "train", "option", "memory_size", "max_len"}
 # sweeps: [{name, <any elastic-bench sweep option>}]: efficiency sweeps into <results_dir>/<name>.csv,
 # at the accuracy cells' shape (d_model, heads, layers, the dataset's catalogue) unless they say
-# otherwise.  verdict: true -> reports/<name>/ also gets the claims table (report/verdict.py).
+# otherwise.  verdict: true -> reports/<name>/ also gets the claims table (report/verdict_report.py).
 
 
 @dataclass
