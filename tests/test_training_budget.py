@@ -109,3 +109,24 @@ def test_only_runs_on_the_same_dataset_count():
     assert "(1 not estimated)" in budget_text(acc, CURVES, [line]) and "no finished run on beauty: 1" in budget_text(acc, CURVES, [line])
     both = pd.concat([acc, pd.DataFrame([{**acc_row("elastic", "last", 50, 2400, "b0", "memory_size=64k"), "dataset": "beauty"}])], ignore_index=True)
     assert estimate(key, run_hours(both, CURVES)) == (pytest.approx(2 / 3), "same model")  # the Beauty run, not ML-1M's elastic
+
+
+def test_a_bank_size_new_to_a_dataset_is_scaled_by_another_datasets_pace_ratio():
+    def row(data: str, size: int, wall: float, h: str) -> dict:
+        return {**acc_row("elastic", "last", 50 if data == "beauty" else 200, wall, h, f"experts=32;memory_size={size}"), "dataset": data}
+
+    acc = pd.DataFrame([row("ml-1m", 65536, 1600, "m64"), row("ml-1m", 0, 1500, "m0"), row("beauty", 65536, 2800, "b64"), row("beauty", 0, 1800, "b0")])
+    curves = pd.DataFrame([{"run": f"elastic-{h}", "epoch_s": 1.0} for h in ("m64", "m0", "b64", "b0") for _ in range(50)])  # 50 epochs each
+    # ML-1M's 1m cell is checkpointed at 128 s per epoch against its 64k runs' 1600 / 50 = 32 s: x4 the Beauty 64k run's 2800 s
+    pending = [
+        "elastic [experts=32,memory_size=1048576] objective last N=200 seed 0 on ml-1m (a): 6/56 epochs in its checkpoint (resumes there), 128.0 s per epoch",
+        "elastic [experts=32,memory_size=1048576] objective last N=50 seed 0 on beauty (b): not started",
+        "elastic [experts=32,memory_size=4096] objective last N=50 seed 0 on beauty (c): not started",  # nothing run at 4k anywhere: same model
+    ]
+    text = budget_text(acc, curves, pending)
+    expected = 50 * 128 / 3600 + 4 * 2800 / 3600 + (2800 + 1800) / 2 / 3600
+    assert f"3 pending: about {expected:.1f} h more" in text
+    assert "bank size scaled: 1" in text and "same model: 1" in text and "its own checkpoint: 1" in text
+    runs = run_hours(acc, curves)
+    key = parse_pending(pending[1])
+    assert estimate(key, runs)[1] == "same model"  # without paces the rule cannot apply

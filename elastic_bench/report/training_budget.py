@@ -13,6 +13,11 @@ dataset with no finished run gets no estimate, said so), looked up in this order
 has a run wins, and the report counts how many estimates came from each:
 
 1. ``same cell family``: same model, options, objective and max length (another seed);
+1b. ``bank size scaled``: a bank size not run yet on this dataset, but run (or checkpointed, with its
+   pace) on another dataset beside a bank size this dataset has run: this dataset's runs of that
+   size, times the other dataset's ratio of seconds per epoch between the two sizes (the nearest
+   size, by log M, first). A bank's cost is its dense AdamW update, so it does not scale with the
+   mean run of the model (a 1m bank takes 4x a 64k one per epoch on ML-1M);
 2. ``same model``: same model, objective and max length (other options, e.g. another bank size);
 3. ``same objective``: any model with the same objective and max length;
 4. ``same N, other objective``: the runs of the same max length under the other objective, a proxy
@@ -91,10 +96,37 @@ def run_hours(acc: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
             c = curves[curves["run"] == f"{r['model']}-{r['config_hash']}"]
             epochs = pd.to_numeric(c["epoch_s"], errors="coerce").sum() if not c.empty else math.nan
         known = [x for x in (wall, epochs) if not pd.isna(x) and x > 0]
+        n_epochs = len(c) if not curves.empty and not c.empty else math.nan
         rows.append({"model": r["model"], "options": _options(r.get("options")), "objective": str(r["objective"]),
                      "max_len": int(pd.to_numeric(r["seq_len"])), "dataset": str(r.get("dataset", "")), "h": max(known) / 3600 if known else math.nan,
-                     "epochs_longer": bool(epochs > wall)})  # fmt: skip
-    return pd.DataFrame(rows, columns=["model", "options", "objective", "max_len", "dataset", "h", "epochs_longer"])
+                     "epochs_longer": bool(epochs > wall), "s_per_epoch": max(known) / n_epochs if known and n_epochs == n_epochs else math.nan})  # fmt: skip
+    return pd.DataFrame(rows, columns=["model", "options", "objective", "max_len", "dataset", "h", "epochs_longer", "s_per_epoch"])
+
+
+def _bank(options: str) -> int | None:
+    m = re.search(r"(?:^|;)memory_size=(\d+)", options)
+    return int(m[1]) if m else None
+
+
+def _without_bank(options: str) -> str:
+    return ";".join(p for p in options.split(";") if not p.startswith("memory_size="))
+
+
+def _bank_scaled(key: CellKey, runs: pd.DataFrame, paces: pd.DataFrame) -> float:
+    """Rule 1b: hours of ``key``'s dataset's runs of the nearest bank size, scaled by another dataset's
+    ratio of seconds per epoch between ``key``'s bank size and that one (NaN when nothing fits)."""
+    size = _bank(key.options)
+    if size is None or paces.empty:
+        return math.nan
+    like = lambda df: df[(df["model"] == key.model) & (df["objective"] == key.objective) & (df["options"].map(_without_bank) == _without_bank(key.options))]  # noqa: E731
+    here = like(runs[(runs["dataset"] == key.dataset) & (runs["max_len"] == key.max_len)])
+    elsewhere = like(paces[paces["dataset"] != key.dataset])
+    for other in sorted({_bank(o) for o in here["options"]} - {None}, key=lambda m: abs(math.log2(m + 1) - math.log2(size + 1))):
+        for _, g in elsewhere.groupby(["dataset", "max_len"]):
+            mine, theirs = g[g["options"].map(_bank) == size]["s"], g[g["options"].map(_bank) == other]["s"]
+            if not mine.empty and not theirs.empty:
+                return float(here[here["options"].map(_bank) == other]["h"].mean()) * mine.mean() / theirs.mean()
+    return math.nan
 
 
 def _similar(key: CellKey, same_n: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -111,20 +143,38 @@ def _similar(key: CellKey, same_n: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return same_n.iloc[0:0], ""
 
 
-def estimate(key: CellKey, runs: pd.DataFrame) -> tuple[float, str]:
-    """Hours for a whole run of a pending ``key`` and which rule of the module docstring gave them."""
+def estimate(key: CellKey, runs: pd.DataFrame, paces: pd.DataFrame | None = None) -> tuple[float, str]:
+    """Hours for a whole run of a pending ``key`` and which rule of the module docstring gave them;
+    ``paces`` (dataset, model, options, objective, max_len, s: seconds per epoch) feeds rule 1b."""
     runs = runs.dropna(subset=["h"])
     if key.dataset:
+        every = runs
         runs = runs[runs["dataset"] == key.dataset]
         if runs.empty:
             return math.nan, f"no finished run on {key.dataset}"
     found, basis = _similar(key, runs[runs["max_len"] == key.max_len])
+    if basis != "same cell family" and key.dataset and paces is not None:
+        scaled = _bank_scaled(key, every, paces)
+        if scaled == scaled:
+            return scaled, "bank size scaled"
     if basis:
         return float(found["h"].mean()), basis
     found, basis = _similar(replace(key, max_len=200), runs[runs["max_len"] == 200])
     if basis:
         return float(found["h"].mean()) * key.max_len / 200, "N=200 scaled"
     return math.nan, "no finished run"
+
+
+def _paces(runs: pd.DataFrame, pending: list[str]) -> pd.DataFrame:
+    """Seconds per epoch (evaluation included) of every finished run and every checkpointed pending
+    cell that gives its pace: rule 1b's ratios between bank sizes."""
+    cols = ["dataset", "model", "options", "objective", "max_len", "s"]
+    rows = [r[cols[:-1]].tolist() + [r["s_per_epoch"]] for _, r in runs.dropna(subset=["s_per_epoch"]).iterrows()]
+    for line in pending:
+        key, m = parse_pending(line), _PACE.search(line)
+        if key and m and key.dataset:
+            rows.append([key.dataset, key.model, key.options, key.objective, key.max_len, float(m["s"])])
+    return pd.DataFrame(rows, columns=cols)
 
 
 def budget_text(acc: pd.DataFrame, curves: pd.DataFrame, pending: list[str]) -> str:
@@ -148,13 +198,14 @@ def budget_text(acc: pd.DataFrame, curves: pd.DataFrame, pending: list[str]) -> 
         lines.append("nothing pending")
         return "; ".join(lines) + "."
     total, bases, missing = 0.0, {}, 0
+    paces = _paces(runs, pending)
     for line in pending:
         own = own_pace_hours(line)
         key = parse_pending(line)
         if not math.isnan(own):
             hours, basis, fraction = own, "its own checkpoint", 1.0  # already the remaining epochs only
         else:
-            (hours, basis), fraction = (estimate(key, runs) if key else (math.nan, "unparsed")), remaining_fraction(line)
+            (hours, basis), fraction = (estimate(key, runs, paces) if key else (math.nan, "unparsed")), remaining_fraction(line)
         if math.isnan(hours):
             missing += 1
         else:
