@@ -63,8 +63,9 @@ def bank_accuracy(ok: pd.DataFrame) -> pd.DataFrame:
 
 def bank_params(ok: pd.DataFrame, lat: pd.DataFrame) -> tuple[pd.Series, str]:
     """Parameters per bank size for the figure's second axis: the ML-1M accuracy model's (its
-    bank-less count plus what each bank adds in the latency sweep, whose model differs only in
-    its embeddings), or the sweep model's own while no ML-1M bank-less run exists."""
+    bank-less count plus what each bank adds in the latency sweep: the sweep's model counts 60k
+    more weights without a bank, but each bank adds the same to both), or the sweep model's own
+    while no ML-1M bank-less run exists."""
     sweep = lat.dropna(subset=["params"]).sort_values("seq_len").drop_duplicates("memory_size").set_index("memory_size")["params"].astype(float)
     base = ok[(ok["M"] == 0) & (ok["family"] == "last, N=200")]["params"].map(_num).dropna() if not ok.empty and "params" in ok else pd.Series(dtype=float)
     if base.empty or 0 not in sweep.index:
