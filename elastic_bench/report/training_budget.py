@@ -146,9 +146,8 @@ def _similar(key: CellKey, same_n: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 def estimate(key: CellKey, runs: pd.DataFrame, paces: pd.DataFrame | None = None) -> tuple[float, str]:
     """Hours for a whole run of a pending ``key`` and which rule of the module docstring gave them;
     ``paces`` (dataset, model, options, objective, max_len, s: seconds per epoch) feeds rule 1b."""
-    runs = runs.dropna(subset=["h"])
+    runs = every = runs.dropna(subset=["h"])  # every dataset's runs: rule 1b reads the others' too
     if key.dataset:
-        every = runs
         runs = runs[runs["dataset"] == key.dataset]
         if runs.empty:
             return math.nan, f"no finished run on {key.dataset}"
