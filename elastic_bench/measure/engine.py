@@ -36,6 +36,7 @@ from .gate import GateResult, check_backend, check_serving, gate_dtype, gate_len
 from .memory import measure_memory
 from .passes import AUTOGRAD_PASSES, build_workload, mixed_precision, precision
 from .samples import timing_fields
+from .steady_heap import steady_heap
 from .timer import WARMUP_TIME_S, device_context, time_pass, warm_up
 from .workload_mask import workload_mask
 
@@ -122,6 +123,8 @@ class Engine:
         self.device = torch.device(spec.device)
         self.gates: dict[tuple, GateResult | BaseException] = {}
         self.oom = OomSeries()
+        if self.device.type != "cuda":
+            steady_heap()  # before any model is built: no cell times its allocator's history (.steady_heap)
 
     def gate(self, backend: Any, cell: Cell) -> GateResult:
         """The gate of the path ``cell`` times (:mod:`.gate`: its padding, causality, precision

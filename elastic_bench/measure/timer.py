@@ -3,7 +3,9 @@
 - GPU: a pair of CUDA events around every call, read after one final synchronise
   (``timer_mode = "cuda-events"``).  Everything runs under ``torch.cuda.device(device)``, so
   the events, the synchronisations and the kernels are on the cell's GPU (``cuda:N``).
-- CPU: ``time.perf_counter_ns`` around every call (``timer_mode = "perf-counter"``).
+- CPU: ``time.perf_counter_ns`` around every call (``timer_mode = "perf-counter"``), on a
+  steady C heap (:mod:`.steady_heap`; ``"perf-counter+steady-heap"``), so that no call
+  page-faults its activations in because of what the process allocated before.
 
 Warm-up (:func:`warm_up`): at least ``calls`` untimed calls **and** at least ``min_time``
 seconds of them (default :data:`WARMUP_TIME_S`), so compilation, autotuning, cuDNN/cuBLAS
@@ -33,6 +35,8 @@ from dataclasses import dataclass
 from typing import Callable, ContextManager
 
 import torch
+
+from .steady_heap import steady_heap, steady_heap_label
 
 MIN_SAMPLES = 10  # per cell, at least (unless capped by ``repeats``)
 MIN_TIME_S = 1.0  # per cell, at least this many seconds of samples
@@ -68,7 +72,11 @@ def summarize(samples_ms: list[float], mode: str) -> Timing:
 
 
 def timer_mode(device: torch.device) -> str:
-    return "cuda-events" if device.type == "cuda" else "perf-counter"
+    """``cuda-events``; on CPU ``perf-counter``, with ``+steady-heap`` once :func:`warm_up` made it steady."""
+    if device.type == "cuda":
+        return "cuda-events"
+    label = steady_heap_label()
+    return f"perf-counter+{label}" if label else "perf-counter"
 
 
 def device_context(device: torch.device) -> ContextManager:
@@ -80,7 +88,11 @@ def device_context(device: torch.device) -> ContextManager:
 
 
 def warm_up(fn: Callable[[], object], device: torch.device, calls: int, min_time: float = WARMUP_TIME_S) -> int:
-    """Run ``fn`` untimed until at least ``calls`` calls and ``min_time`` seconds; returns the calls made."""
+    """Run ``fn`` untimed until at least ``calls`` calls and ``min_time`` seconds; returns the calls made.
+    On CPU, the C heap is made steady first (:func:`.steady_heap.steady_heap`), so the warm-up
+    maps every page that the timed calls will use."""
+    if device.type != "cuda":
+        steady_heap()
     done = 0
     t0 = time.perf_counter()
     with device_context(device):
