@@ -38,7 +38,8 @@ def test_repeats_are_interleaved_pooled_and_resumed(tmp_path):
     first_cell, row = next(gen)  # the consumer has this row; the sweep is killed before appending it
     gen.close()
     other = [c.model for c in heads if c.model != first_cell.model][0]
-    assert order == [first_cell.model, other] * 2 + [first_cell.model]  # round by round
+    a, b = first_cell.model, other
+    assert order == [a, b, b, a, a]  # round by round, each round starting one cell later (no cell always first)
     samples, groups = parse_samples(row["latency_samples_ms"])
     assert row["n_repeats"] == 3 and row["n_samples"] == 12 and sorted(set(groups.tolist())) == [0, 1, 2]
     assert row["latency_ms_ci_lo"] <= row["latency_ms_p50"] <= row["latency_ms_ci_hi"]
@@ -134,3 +135,12 @@ def test_every_row_of_a_run_has_the_sweeps_provenance(tmp_path, monkeypatch):
     sweep_mod.run_sweep(spec, progress=False)
     df = load_results(spec.out)
     assert df["git_sha"].tolist() == ["feedfacecafe", "feedfacecafe"] and df["n_repeats"].tolist() == [1, 2]
+
+
+def test_a_cell_pooled_across_timer_modes_says_so():
+    from elastic_bench.measure.samples import pool_rows
+
+    same = pool_rows([{**_ok(1.0), "timer_mode": "perf-counter+steady-heap"}] * 2)
+    assert same["timer_mode"] == "perf-counter+steady-heap"
+    mixed = pool_rows([{**_ok(1.0), "timer_mode": "perf-counter"}, {**_ok(2.0), "timer_mode": "perf-counter+steady-heap"}])
+    assert mixed["timer_mode"] == "mixed:perf-counter,perf-counter+steady-heap"

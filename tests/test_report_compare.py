@@ -176,3 +176,17 @@ def test_latex_latency_marks_use_the_bootstrap_test_and_need_samples():
     far = ";".join(str(13 + 0.1 * (i % 5)) for i in range(20))
     j = pd.DataFrame({"latency_ms_p50": [10.2, 10.25, 13.2, 14.0], "latency_samples_ms": [close, near, far, ""]})
     assert latency_marks(j) == ["best", "tie", "", ""]  # the last is untested (no samples): never called a tie
+
+
+def test_rows_timed_on_different_heaps_are_not_paired(tmp_path):
+    """A row timed on glibc's history-dependent heap and one on the steady heap (measure/steady_heap.py)
+    measure different things: no speed-up between them."""
+    rows = list(make.rows())
+    for r in rows:
+        r["timer_mode"] = "perf-counter+steady-heap"
+        if r["model"] == "elastic" and r["pass"] == "infer" and r["seq_len"] == 512:
+            r["timer_mode"] = "perf-counter"
+    with pytest.warns(UserWarning):
+        out = with_baseline(_load(tmp_path, rows), "softmax")
+    assert np.isnan(_infer(out, "elastic", 512, False)["speedup"])
+    assert not np.isnan(_infer(out, "elastic", 1024, False)["speedup"])

@@ -45,7 +45,9 @@ MIB = 1024 * 1024
 
 
 def _probe(mode: str, env: dict[str, str] | None = None, mib: int = 4) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode, str(mib * MIB)], capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}, timeout=120)
+    # glibc's own tunables (MALLOC_*_, GLIBC_TUNABLES) would fix the thresholds for the plain probe too
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD", sh.ENV)}
+    out = subprocess.run([sys.executable, "-c", PROBE, mode, str(mib * MIB)], capture_output=True, text=True, check=True, env={**base, **(env or {})}, timeout=120)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -1,4 +1,4 @@
-"""A steady CPU heap for timing: no page faults from the C allocator inside a timed call.
+"""A steady CPU heap for timing: a timed call's page faults no longer depend on what ran before it.
 
 PyTorch's CPU tensors come from the C library's ``malloc``.  glibc's serves a request above
 its *mmap threshold* (128 KiB at start) with a fresh ``mmap``, unmaps it again on ``free``, and
@@ -26,16 +26,26 @@ of the process, through ``mallopt``:
   handed back to the kernel.
 
 After the warm-up calls, a timed call reuses the heap pages of its chunks up to 32 MiB, whatever
-ran earlier in the process.  Larger tensors (softmax's fp32 score matrix from N = 2,896 on) are
-still mapped and faulted in on every call, as in any glibc process, and alike for every cell.
+ran earlier in the process.  A larger tensor is still mapped and faulted in on every call, as in
+any glibc process, whatever ran before: softmax's fp32 score matrix, ``B·h·N²·4`` bytes, is one
+from N = 2,897 at one sequence and one head, and from N = 2,048 at a batch of 2.  Those page
+faults are part of such a model's cost on a glibc CPU, and they are the same in every order.
+
+The guarantee is for the main arena, where one thread allocates (every cell of the verdict runs
+one thread).  With more intra-op threads, glibc may give a thread its own arena, whose 64 MiB
+heaps shrink by ``M_TOP_PAD``, not by the trim threshold.  And the setting is for the whole process
+and stays: a script that runs a sweep in-process keeps a heap that is not trimmed afterwards.
 (Not ``M_MMAP_MAX = 0``, every chunk from the heap: PyTorch allocates with ``posix_memalign``,
 whose request is a little larger than the chunk freed by the previous call, so in a probe the
 heap grew by 64 MiB, freshly faulted, at every step.)
 
 The engine calls :func:`steady_heap` for every CPU cell.  Rows record it in ``timer_mode``, for
-example ``perf-counter+steady-heap``.  It does nothing in three cases: on CUDA, where the C
-library is not glibc (macOS, musl), and with ``ELASTIC_BENCH_STEADY_HEAP=0`` (to reproduce rows
-measured before it existed, whose ``timer_mode`` is plain ``perf-counter``).  Only latency is
+example ``perf-counter+steady-heap``, and rows of different timer modes are never paired for a
+speed-up (:data:`elastic_bench.report.compare.PROVENANCE_KEYS`).  It does nothing in four cases:
+on CUDA; where the C library is not glibc (macOS, musl); where ``malloc`` is not glibc's (jemalloc
+or tcmalloc in ``LD_PRELOAD``, which cache freed memory already); and with
+``ELASTIC_BENCH_STEADY_HEAP=0`` (to reproduce rows measured before it existed, whose
+``timer_mode`` is plain ``perf-counter``).  Only latency is
 affected.  Peak memory on the CPU comes from the profiler's allocation events (:mod:`.memory`),
 which do not see the C heap.
 
@@ -81,17 +91,24 @@ def _apply() -> str:
     libc = _glibc()
     if libc is None:
         return ""
-    ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    return LABEL if ok else ""
+    results = [libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD), libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)]
+    return LABEL if results == [1, 1] else ""  # glibc accepts both values; a refusal leaves the label off
 
 
 def _glibc() -> ctypes.CDLL | None:
-    """The process's C library when it is glibc (it has ``gnu_get_libc_version``), else None."""
+    """The process's C library when it is glibc (it has ``gnu_get_libc_version``) and its
+    ``malloc`` is the one the process calls (no allocator preloaded in front of it), else None."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.gnu_get_libc_version  # noqa: B018 - raises AttributeError outside glibc
+        if _address(ctypes.CDLL(None).malloc) != _address(libc.malloc):
+            return None  # jemalloc, tcmalloc, ... in LD_PRELOAD: glibc's thresholds would not apply
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.mallopt.restype = ctypes.c_int
         return libc
     except (OSError, AttributeError):
         return None
+
+
+def _address(fn: object) -> int | None:
+    return ctypes.cast(fn, ctypes.c_void_p).value

@@ -35,7 +35,7 @@ import pandas as pd
 
 from ..measure.bootstrap import median_ci, parse_samples, ratio_ci
 
-PROVENANCE_KEYS = ("git_sha", "torch")
+PROVENANCE_KEYS = ("git_sha", "torch", "timer_mode")  # timer_mode: rows timed on different heaps do not pair (measure/steady_heap.py)
 MATCH_KEYS = (
     "host", "device", "device_name", "cpu_threads", "dtype", "precision", "pass", "level", "objective", "loss", "causal", "batch",
     "seq_len", "d_model", "heads", "layers", "n_items", "padding", "dropout",

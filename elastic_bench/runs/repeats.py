@@ -7,7 +7,9 @@ longest sequence length, where speed-ups and memory savings are judged) are meas
 ``process_repeats`` times (default 3) in interleaved rounds — every headline cell once, then
 every one again — and each round runs in a new process (a cold interpreter, a new
 allocator), so that a drift of the machine hits all cells alike and no two repeats of a
-cell share a process.  (One process per round, not per cell: a spawn with torch's import
+cell share a process.  Each round starts one cell later than the one before (round r runs
+the cells from the r-th on, then the first ones), so no cell is always the first of its
+process.  (One process per round, not per cell: a spawn with torch's import
 costs seconds, which would dominate a short sweep.)
 
 The row of a headline cell pools its repeats:
@@ -204,7 +206,8 @@ def interleaved(
     have = {c.config_hash(): list(done.get(c.config_hash(), [])) for c in cells}
     finished: set[str] = set()
     for rnd in range(repeats):
-        for cell in cells:
+        shift = rnd % len(cells) if cells else 0
+        for cell in cells[shift:] + cells[:shift]:  # each round starts one cell later: no cell is always first in its process
             key = cell.config_hash()
             if key in finished:
                 continue
