@@ -45,9 +45,8 @@ speed-up (:data:`elastic_bench.report.compare.PROVENANCE_KEYS`).  It does nothin
 on CUDA; where the C library is not glibc (macOS, musl); where ``malloc`` is not glibc's (jemalloc
 or tcmalloc in ``LD_PRELOAD``, which cache freed memory already); and with
 ``ELASTIC_BENCH_STEADY_HEAP=0`` (to reproduce rows measured before it existed, whose
-``timer_mode`` is plain ``perf-counter``).  Only latency is
-affected.  Peak memory on the CPU comes from the profiler's allocation events (:mod:`.memory`),
-which do not see the C heap.
+``timer_mode`` is plain ``perf-counter``).  Only latency is affected.  Peak memory on the CPU
+comes from the profiler's allocation events (:mod:`.memory`), which do not see the C heap.
 
 Checked by ``tests/test_steady_heap.py``: four 4 MiB chunks ``malloc``'ed and freed in a loop
 fault in 4,064 of their 4,096 pages at every step without it, and none with it.
@@ -72,8 +71,8 @@ _state: str | None = None  # LABEL once applied, "" when it cannot or must not b
 def steady_heap() -> str:
     """Fix glibc's mmap and trim thresholds for the rest of this process; idempotent.
 
-    Returns :data:`LABEL` when the heap is steady, else ``""``: not glibc, or switched off by
-    ``ELASTIC_BENCH_STEADY_HEAP=0``."""
+    Returns :data:`LABEL` when the heap is steady, else ``""``: not glibc, another ``malloc``
+    preloaded, or switched off by ``ELASTIC_BENCH_STEADY_HEAP=0``."""
     global _state
     if _state is None:
         _state = _apply()
