@@ -12,9 +12,11 @@ Measured on the 2-core AMD EPYC, one thread, ELASTIC inference at N = 8192 with 
 of M = 0, 4k, 64k, 1m slots, three fresh processes:
 
 - Cells in that order: 60, 53, 43, 38 ms.  The bank seemed to make inference faster.
-- Reversed order: 41, 41, 42, 43 ms.
-- The M = 0 cell alone (a fresh process per repeat): 611k minor faults and 56 ms without a
-  steady heap; 317k faults and 36 ms with one.
+- The same cells in reverse order: 43, 42, 41, 41 ms (still listed from M = 0 to 1m).
+- The M = 0 cell alone (``elastic-bench sweep --models elastic --memory-size 0 --seq-len 8192
+  --pass infer --d-model 50 --heads 1 --layers 2 --n-items 3706 --threads 1`` under
+  ``/usr/bin/time``): 626k minor faults and 51 ms with ``ELASTIC_BENCH_STEADY_HEAP=0``; 320k
+  faults and 36 ms with the steady heap.
 
 A caching allocator (CUDA's, jemalloc, tcmalloc) keeps freed memory for reuse, so the GPU
 numbers never had this problem.  :func:`steady_heap` fixes glibc's two thresholds for the rest
