@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from .. import registry
 from ..attention import DTYPE_NAMES
 from ..losses import next_item_loss
+from ..optimizers import build_optimizers, implementation
 from ..recommender import ModelConfig, SeqRecModel
 from ..serving import ServingState, state_bytes
 from .cell import SERVING_PASSES, Cell
@@ -86,17 +87,13 @@ def _autocast(cell: Cell, device: torch.device, fn: Callable[[], Any]) -> Callab
 
 class StepOptimizer:
     """The optimizer of a ``train_step`` cell, as the trainer builds it
-    (:func:`elastic_bench.train.trainer.make_optimizers`): AdamW for the dense parameters and
-    SparseAdam for an embedding with sparse gradients (ELASTIC's memory bank with
-    ``sparse_grad=True``), whose update touches only the rows a step looked up."""
+    (:func:`elastic_bench.optimizers.build_optimizers`): AdamW, fused where torch has the kernel,
+    for the dense parameters and SparseAdam for an embedding with sparse gradients (ELASTIC's memory
+    bank with ``sparse_grad=True``), whose update touches only the rows a step looked up."""
 
     def __init__(self, module: nn.Module, lr: float = 1e-3):
-        sparse = [m.weight for m in module.modules() if isinstance(m, nn.Embedding) and m.sparse]
-        ids = {id(p) for p in sparse}
-        dense = [p for p in module.parameters() if id(p) not in ids]
-        self.optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense, lr=lr)]
-        if sparse:
-            self.optimizers.append(torch.optim.SparseAdam(sparse, lr=lr))
+        self.optimizers: list[torch.optim.Optimizer] = build_optimizers(module, lr=lr)
+        self.implementation = implementation(self.optimizers)
 
     @property
     def state(self) -> dict[Any, Any]:
@@ -109,6 +106,12 @@ class StepOptimizer:
     def step(self) -> None:
         for o in self.optimizers:
             o.step()
+
+
+def _optimizer_fields(cell: Cell, opt: StepOptimizer | None) -> dict[str, Any] | None:
+    """A ``train_step`` row names its optimiser's implementation after the precision
+    (``fp32 weights; optimizer AdamW fused``): rows stepped by different implementations do not pair."""
+    return {"precision": f"{precision(cell)}; optimizer {opt.implementation}"} if opt is not None else None
 
 
 @dataclass
@@ -265,7 +268,7 @@ def _model_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: tor
 
     fns = {"infer": infer, "fwd": fwd, "fwd_bwd": fwd_bwd, "train_step": train_step}
     model.train(cell.pass_ != "infer")
-    return Workload(fns[cell.pass_], model, [items, targets], opt, forward=_no_grad(lambda: model(items)))
+    return Workload(fns[cell.pass_], model, [items, targets], opt, forward=_no_grad(lambda: model(items)), fields=_optimizer_fields(cell, opt))
 
 
 def _op_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: torch.Generator) -> Workload:
@@ -301,7 +304,7 @@ def _op_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: torch.
 
     fns = {"infer": infer, "fwd": fwd, "fwd_bwd": fwd_bwd, "train_step": train_step}
     module.train(cell.pass_ != "infer")
-    return Workload(fns[cell.pass_], module, [x, x_req, grad, mask], opt, forward=_no_grad(lambda: module(x, mask)))
+    return Workload(fns[cell.pass_], module, [x, x_req, grad, mask], opt, forward=_no_grad(lambda: module(x, mask)), fields=_optimizer_fields(cell, opt))
 
 
 def _no_grad(fn: Callable[[], Any]) -> Callable[[], Any]:

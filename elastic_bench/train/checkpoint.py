@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..optimizers import align_loaded_state
 from .config import TrainConfig
 
 
@@ -41,7 +42,8 @@ def load_checkpoint(path: Path, cfg: TrainConfig, model, optimizers, schedulers)
         raise ValueError(f"{path}: checkpoint of another configuration; use --no-resume or another --checkpoint")
     model.load_state_dict(payload["model"])
     for o, s in zip(optimizers, payload["optimizers"]):
-        o.load_state_dict(s)
+        # the implementation built here (fused or not) runs on, whichever wrote the checkpoint
+        o.load_state_dict(align_loaded_state(o, s))
     for sch, s in zip(schedulers, payload["schedulers"]):
         sch.load_state_dict(s)
     torch.set_rng_state(payload["torch_rng"])

@@ -18,6 +18,7 @@ import torch
 
 from .. import registry
 from ..environment import environment, resolve_device
+from ..optimizers import epochs_implementation
 from .config import TrainConfig
 from .trainer import TrainResult
 
@@ -83,7 +84,8 @@ def accuracy_row(result: TrainResult, run_id: str) -> dict[str, Any]:
         "params": result.params,
         "status": "ok",
         "reason": f"eval={result.protocol}; exclude_history={cfg.exclude_history}; best_epoch={result.best_epoch}/{result.epochs_run}; stopped={result.stopped}"
-        + (f"; ddp={result.world_size}" if result.world_size > 1 else ""),  # processes of a DistributedDataParallel run
+        + (f"; ddp={result.world_size}" if result.world_size > 1 else "")  # processes of a DistributedDataParallel run
+        + (f"; optimizer={epochs_implementation(result.history)}" if result.history else ""),
         "tokens_per_s": round(result.train_tokens_per_s, 1),
         "peak_mem_mb": round(result.peak_mem_mb, 1),
         "cpu_threads": torch.get_num_threads() if device.type == "cpu" else "",

@@ -30,6 +30,7 @@ from ..data.formats import SequenceDataset
 from ..data.splits import leave_one_out, training_examples
 from ..environment import resolve_device
 from ..losses import next_item_loss
+from ..optimizers import build_optimizers, epochs_implementation, implementation
 from .. import registry
 from ..recommender import ModelConfig, SeqRecModel
 from . import distributed
@@ -78,6 +79,7 @@ class TrainResult:
             "mem_method": self.mem_method,
             "params": self.params,
             "world_size": self.world_size,
+            "optimizer": epochs_implementation(self.history),
             **{f"valid_{k}": v for k, v in self.valid.items()},
             **{f"test_{k}": v for k, v in self.test.items()},
         }
@@ -127,14 +129,9 @@ def build_model(cfg: TrainConfig, n_items: int) -> SeqRecModel:
 
 
 def make_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    """AdamW for dense parameters; SparseAdam for a memory bank with sparse gradients."""
-    sparse = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
-    sparse_ids = {id(p) for p in sparse}
-    dense = [p for p in model.parameters() if id(p) not in sparse_ids]
-    opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense, lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay)]
-    if sparse:
-        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
-    return opts
+    """AdamW (fused where torch has the kernel) for dense parameters; SparseAdam for a memory bank
+    with sparse gradients (:mod:`elastic_bench.optimizers`)."""
+    return build_optimizers(model, lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay)
 
 
 class LossModule(torch.nn.Module):
@@ -192,6 +189,7 @@ def train(
     if world > 1 and distributed.backend_for(device.type) == "nccl" and any(isinstance(m, torch.nn.Embedding) and m.sparse for m in model.modules()):
         raise ValueError("sparse_grad=True (a memory bank with sparse gradients) cannot be trained on several GPUs: NCCL has no sparse all-reduce; use one process or sparse_grad=False")
     optimizers = make_optimizers(model, cfg)
+    optimizer_impl = implementation(optimizers)
     warm = max(cfg.warmup_steps, 0)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0) for o in optimizers]
     valid_hist = [s[:-2] for s in (dataset.sequences[u] for u in split.valid.users)]
@@ -289,7 +287,7 @@ def train(
             if progress:
                 progress({"event": "step", "epoch": epoch, "step": step + 1, "steps": n_batches, "loss": lv})
         state["train_s"] += time.perf_counter() - t0
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), "epoch_s": time.perf_counter() - t0}
+        record = {"epoch": epoch, "loss": float(np.mean(losses)), "epoch_s": time.perf_counter() - t0, "optimizer": optimizer_impl}
         state["epoch"] = epoch
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             valid = evaluate_split("valid")
