@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from elastic_bench.data.synthetic import synthetic
+from elastic_bench import registry
+from elastic_bench.measure.engine import Engine
 from elastic_bench.measure.passes import build_workload
 from elastic_bench.optimizers import adamw, align_loaded_state, build_optimizers, epochs_implementation, implementation
 from elastic_bench.runs.grid import expand
@@ -105,10 +107,12 @@ def test_a_run_resumed_from_a_for_loop_checkpoint_trains_on_fused_and_says_so(tm
 
 
 @pytest.mark.parametrize("level", ["model", "op"])
-def test_a_train_step_row_names_its_optimizer(level):
-    spec = load_spec({"models": "elastic", "level": level, "seq_len": "16", "batch": "2", "n_items": "50", "pass": "train_step", "option": ["experts=4", "memory_size=64", "sparse_grad=true"]})
+def test_a_train_step_row_names_its_optimizer_after_the_path(level):
+    spec = load_spec({"models": "elastic", "level": level, "seq_len": "16", "batch": "2", "n_items": "50", "pass": "train_step",
+                      "option": ["experts=4", "memory_size=64", "sparse_grad=true"], "repeats": "2", "min_time": "0", "warmup": "1"})  # fmt: skip
     cell = expand(spec)[0]
-    work = build_workload(cell, torch.device("cpu"))
-    assert work.fields == {"precision": "fp32 weights; optimizer AdamW fused + SparseAdam"}
-    work.run()  # a step runs with both optimisers
-    assert build_workload(dataclasses.replace(cell, pass_="infer"), torch.device("cpu")).fields is None
+    row = Engine(spec).measure(cell, registry.get("elastic"))
+    assert row["status"] == "ok" and row["backend_detail"].endswith("; optimizer AdamW fused + SparseAdam"), row
+    assert row["backend_detail"].split("; optimizer")[0] == build_workload(cell, torch.device("cpu")).backend_detail  # the gated path
+    infer = Engine(spec).measure(dataclasses.replace(cell, pass_="infer"), registry.get("elastic"))
+    assert infer["status"] == "ok" and "optimizer" not in infer["backend_detail"]

@@ -234,7 +234,9 @@ class Engine:
             fields.update(work.fields or {})
             fields.update(
                 status="ok",
-                backend_detail=timed,
+                # a train_step row names its optimiser after the path (elastic_bench.optimizers), outside
+                # the match keys: a sparse bank's SparseAdam is what its row is compared for
+                backend_detail=timed + (f"; optimizer {work.optimizer.implementation}" if work.optimizer is not None else ""),
                 n_samples=t.n_samples,
                 samples_ms=t.samples_ms,  # measure_row turns them into latency_samples_ms and the CI
                 timer_mode=t.mode,

@@ -108,12 +108,6 @@ class StepOptimizer:
             o.step()
 
 
-def _optimizer_fields(cell: Cell, opt: StepOptimizer | None) -> dict[str, Any] | None:
-    """A ``train_step`` row names its optimiser's implementation after the precision
-    (``fp32 weights; optimizer AdamW fused``): rows stepped by different implementations do not pair."""
-    return {"precision": f"{precision(cell)}; optimizer {opt.implementation}"} if opt is not None else None
-
-
 @dataclass
 class Workload:
     """One cell, ready to run: ``run()`` is one pass; ``reset()`` drops gradients (untimed)."""
@@ -268,7 +262,7 @@ def _model_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: tor
 
     fns = {"infer": infer, "fwd": fwd, "fwd_bwd": fwd_bwd, "train_step": train_step}
     model.train(cell.pass_ != "infer")
-    return Workload(fns[cell.pass_], model, [items, targets], opt, forward=_no_grad(lambda: model(items)), fields=_optimizer_fields(cell, opt))
+    return Workload(fns[cell.pass_], model, [items, targets], opt, forward=_no_grad(lambda: model(items)))
 
 
 def _op_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: torch.Generator) -> Workload:
@@ -304,7 +298,7 @@ def _op_workload(cell: Cell, device: torch.device, dtype: torch.dtype, g: torch.
 
     fns = {"infer": infer, "fwd": fwd, "fwd_bwd": fwd_bwd, "train_step": train_step}
     module.train(cell.pass_ != "infer")
-    return Workload(fns[cell.pass_], module, [x, x_req, grad, mask], opt, forward=_no_grad(lambda: module(x, mask)), fields=_optimizer_fields(cell, opt))
+    return Workload(fns[cell.pass_], module, [x, x_req, grad, mask], opt, forward=_no_grad(lambda: module(x, mask)))
 
 
 def _no_grad(fn: Callable[[], Any]) -> Callable[[], Any]:
