@@ -452,3 +452,22 @@ def test_learning_curves_keep_datasets_apart_at_the_same_length(tmp_path, monkey
     monkeypatch.setattr(VF, "save_figure", lambda fig, *a, **k: (titles.extend(ax.get_title() for ax in fig.axes), real(fig, *a, **k))[1])
     VF.plot_learning_curves(curves, tmp_path)
     assert titles == ["ML-1M, objective last, N=50", "Amazon Beauty, objective last, N=50"]
+
+
+def test_the_training_step_rows_name_the_optimiser_their_rows_ran():
+    def step(m, sparse, lat, opt):
+        detail = f"torch:sdpa; optimizer {opt}" if opt else "torch:sdpa"
+        return eff_row("elastic", False, 200, lat, 10.0, pass_="train_step", memory_size=m, options=f"memory_size={m};sparse_grad={sparse}",
+                       config_hash=f"t{m}{sparse}", backend_detail=detail)  # fmt: skip
+
+    bank = pd.DataFrame([step(0, False, 10.0, "AdamW fused"), step(1 << 20, False, 12.5, "AdamW fused"),
+                         step(0, True, 10.0, "AdamW fused"), step(1 << 20, True, 10.4, "AdamW fused + SparseAdam")])  # fmt: skip
+    acc = pd.DataFrame([acc_row("elastic", 0, 0.08, "last", 0)])
+    rows = pd.DataFrame(V.capacity_claims(acc, bank)).set_index("regime")
+    dense, sparse = rows.loc["training step vs bank size (dense bank gradients)"], rows.loc["training step vs bank size (sparse bank gradients)"]
+    assert (dense["setting"], dense["verdict"]) == ("train_step (AdamW fused)", "does not hold") and dense["measurement"].startswith("x1.25")
+    assert (sparse["setting"], sparse["verdict"]) == ("train_step (AdamW fused + SparseAdam)", "holds")
+    old = pd.DataFrame([step(0, False, 10.0, ""), step(1 << 20, False, 22.3, "")])  # rows from before the optimiser was named
+    assert pd.DataFrame(V.capacity_claims(acc, old)).set_index("regime").loc["training step vs bank size (dense bank gradients)", "setting"] == (
+        "train_step (AdamW; SparseAdam for a sparse bank)"
+    )
