@@ -6,8 +6,8 @@
   several. On the CPU, torch's default is a for-loop of per-tensor ops, and a memory bank's dense
   update pays for that in full: one AdamW step over a 1m-slot bank (52M parameters) takes 0.715 s
   that way, 0.064 s fused (Amazon Beauty's shape, one thread; the probe is in the closing note of
-  issue 15). Where torch refuses ``fused=True`` (another device, an older build), the default
-  implementation runs, and :func:`implementation` says so.
+  issue 15). Where torch has no fused kernel for a parameter (a complex one, another device), the
+  default implementation runs, and :func:`implementation` says so.
 - **SparseAdam** for an embedding with sparse gradients (ELASTIC's memory bank with
   ``sparse_grad=True``): its update touches only the rows a step looked up.
 
@@ -30,13 +30,32 @@ def sparse_embedding_weights(module: nn.Module) -> list[nn.Parameter]:
     return [m.weight for m in module.modules() if isinstance(m, nn.Embedding) and m.sparse]
 
 
-def adamw(params: Iterable[nn.Parameter], **kw: Any) -> torch.optim.AdamW:
-    """AdamW, fused where torch has the kernel for the parameters, else torch's default."""
-    params = list(params)
+def fused_supported(params: list[nn.Parameter]) -> bool:
+    """Whether torch's fused AdamW can step every one of ``params``: floating point (not complex),
+    on a device with the fused kernels.  Checked here because torch ≥ 2.5 accepts ``fused=True`` at
+    construction and refuses unsupported parameters only at the first ``step()``."""
     try:
-        return torch.optim.AdamW(params, fused=True, **kw)
-    except (RuntimeError, ValueError):  # e.g. "`fused=True` requires all the params to be ... of supported devices"
-        return torch.optim.AdamW(params, **kw)
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except (ImportError, AttributeError):  # a torch without the helper: the devices torch 2.4 had kernels for
+        devices = {"cpu", "cuda"}
+    return bool(params) and all(p.is_floating_point() and p.device.type in devices for p in params)
+
+
+def adamw(params: Iterable[nn.Parameter], **kw: Any) -> torch.optim.AdamW:
+    """AdamW, fused where torch has the kernel for every parameter, else torch's default.
+
+    The fused kernel assumes a gradient laid out like its parameter (torch 2.13 on the CPU steps wrong
+    when their strides differ); backward always produces such gradients, so never assign ``.grad``
+    by hand to a parameter this optimiser steps."""
+    params = list(params)
+    if fused_supported(params):
+        try:
+            return torch.optim.AdamW(params, fused=True, **kw)
+        except RuntimeError:  # e.g. differentiable=True, which the fused kernel does not support
+            pass
+    return torch.optim.AdamW(params, **kw)
 
 
 def build_optimizers(
@@ -73,7 +92,7 @@ def align_loaded_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) 
     """``saved`` (an optimiser's ``state_dict``) with this optimiser's implementation flags, so that
     ``load_state_dict`` keeps the implementation that was built (and casts the step counts for it)."""
     groups = []
-    for mine, theirs in zip(optimizer.param_groups, saved["param_groups"]):
+    for mine, theirs in zip(optimizer.param_groups, saved["param_groups"], strict=True):
         g = dict(theirs)
         for key in ("fused", "foreach"):
             if key in mine:
@@ -84,7 +103,7 @@ def align_loaded_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) 
 
 def epochs_implementation(history: Iterable[dict[str, Any]]) -> str:
     """The implementation each epoch of a run's history trained with, in runs of epochs: one name
-    when all agree (``"AdamW fused"``), else ``"AdamW for-loop (epochs 1-35); AdamW fused (36-56)"``
+    when all agree (``"AdamW fused"``), else ``"AdamW for-loop (epochs 1-35); AdamW fused (epochs 36-56)"``
     (a run resumed by a build with another implementation). Epochs recorded before the trainer
     kept this field read ``not recorded``."""
     spans: list[list[Any]] = []  # [name, first epoch, last epoch]

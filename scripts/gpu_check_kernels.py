@@ -448,6 +448,7 @@ def section_op(run: Run, dtypes) -> None:
 
 def section_model(run: Run) -> None:
     from elastic_bench.losses import next_item_loss
+    from elastic_bench.measure.passes import StepOptimizer
     from elastic_bench.recommender import ModelConfig, SeqRecModel
 
     n, b, n_items = SHAPES["model"]
@@ -489,7 +490,7 @@ def section_model(run: Run) -> None:
                         model.user_repr(items)
             else:
                 model.train()
-                opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+                opt = StepOptimizer(model)  # the train_step pass's, of the trainer's kind: AdamW fused where torch has the kernel
 
                 def fn():
                     opt.zero_grad(set_to_none=True)
@@ -502,11 +503,11 @@ def section_model(run: Run) -> None:
 
             p50, p20, p80, ns = event_bench(fn, warmup=2, min_iters=3, max_iters=20, budget_s=3.0)
             peak, act = peak_memory(fn)
-            extra = ""
+            extra = f"; optimizer {opt.implementation}" if opt is not None else ""
             if backend.startswith("elastic"):
                 lda = model.encoder.blocks[0].attn
                 src = getattr(model.encoder, "source", None)
-                extra = f"; imr={getattr(src, 'backend_detail', 'static')}" + (f"; kernels did not run: {lda.kernel_reason}" if lda.kernel_reason and path == "triton" else "")
+                extra += f"; imr={getattr(src, 'backend_detail', 'static')}" + (f"; kernels did not run: {lda.kernel_reason}" if lda.kernel_reason and path == "triton" else "")
             run.row(section="model", name=backend, path=path, dtype=dname, batch=b, heads=2, seq_len=n, head_dim=32, experts=32,
                     **{"pass": pname}, status="ok", n_samples=ns, latency_ms_p50=p50, latency_ms_p20=p20, latency_ms_p80=p80,
                     peak_mem_mb=peak, act_mem_mb=act, backend_detail=model.backend_detail,

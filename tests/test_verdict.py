@@ -342,10 +342,12 @@ def test_the_shipped_verdict_preset_plans_every_cell(tmp_path):
     kinds = [k for k, _ in plan]
     assert kinds == ["efficiency"] * 5 + ["accuracy"] * 12
     # every sweep's longest N gets process repeats: the bank's cost is judged at N=200 and at N=8192,
-    # in 9 rounds (a few percent against a 1.10x line); the other sweeps keep the default 3
+    # in 9 rounds (a few percent against a 1.10x line), and so is its training step; the other sweeps keep the default 3
     bank = [s for k, s in plan if k == "efficiency" and s.models == ("elastic",) and s.passes == ("infer",)]
     assert sorted(n for s in bank for n in s.seq_lens) == [200, 8192] and all(len(s.seq_lens) == 1 and s.process_repeats == 9 for s in bank)
-    assert all(s.process_repeats == 3 for k, s in plan if k == "efficiency" and s not in bank)
+    step = [s for k, s in plan if k == "efficiency" and s.models == ("elastic",) and s.passes == ("train_step",)]
+    assert len(step) == 1 and step[0].process_repeats == 9
+    assert all(s.process_repeats == 3 for k, s in plan if k == "efficiency" and s not in bank + step)
     cells = [c for k, s in plan if k == "accuracy" for c in expand_accuracy(s)]
     assert len(cells) == len({c.config_hash() for c in cells}) == 24
     # softmax without its causal mask in the last-position family, 2 seeds: like for like with elastic
@@ -467,7 +469,19 @@ def test_the_training_step_rows_name_the_optimiser_their_rows_ran():
     dense, sparse = rows.loc["training step vs bank size (dense bank gradients)"], rows.loc["training step vs bank size (sparse bank gradients)"]
     assert (dense["setting"], dense["verdict"]) == ("train_step (AdamW fused)", "does not hold") and dense["measurement"].startswith("x1.25")
     assert (sparse["setting"], sparse["verdict"]) == ("train_step (AdamW fused + SparseAdam)", "holds")
-    old = pd.DataFrame([step(0, False, 10.0, ""), step(1 << 20, False, 22.3, "")])  # rows from before the optimiser was named
-    assert pd.DataFrame(V.capacity_claims(acc, old)).set_index("regime").loc["training step vs bank size (dense bank gradients)", "setting"] == (
-        "train_step (AdamW; SparseAdam for a sparse bank)"
-    )
+    old = [step(0, False, 10.0, ""), step(1 << 20, False, 22.3, "")]  # rows from before the optimiser was named
+    def setting(rows):
+        return pd.DataFrame(V.capacity_claims(acc, pd.DataFrame(rows))).set_index("regime").loc["training step vs bank size (dense bank gradients)", "setting"]
+
+    assert setting(old) == "train_step (AdamW, implementation not recorded; SparseAdam for a sparse bank)"
+    mixed = [step(0, False, 10.0, "AdamW for-loop"), step(1 << 20, False, 12.5, "AdamW fused")]  # a store re-measured in part
+    assert setting(mixed) == "train_step (AdamW fused, vs M=0 with AdamW for-loop: the implementations differ)"
+
+
+def test_the_long_history_table_reads_stopped_from_the_reason_whatever_follows_it():
+    reasons = ["eval=full; exclude_history=input; best_epoch=54/56; stopped=epochs",
+               "eval=full; best_epoch=40/50; stopped=early-stop (no better validation NDCG@10 in 10 evaluations); optimizer=AdamW fused"]  # fmt: skip
+    acc = pd.DataFrame([{**acc_row(m, 0, 0.15), "seq_len": 800, "peak_mem_mb": 900.0, "cpu_threads": 1, "reason": why}
+                        for m, why in zip(("softmax", "elastic-causal"), reasons)])  # fmt: skip
+    table = VF.long_history_table(acc, pd.DataFrame())
+    assert sorted(table["stopped"]) == ["early-stop (no better validation NDCG@10 in 10 evaluations)", "epochs"]

@@ -86,8 +86,8 @@ def _autocast(cell: Cell, device: torch.device, fn: Callable[[], Any]) -> Callab
 
 
 class StepOptimizer:
-    """The optimizer of a ``train_step`` cell, as the trainer builds it
-    (:func:`elastic_bench.optimizers.build_optimizers`): AdamW, fused where torch has the kernel,
+    """The optimizer of a ``train_step`` cell, of the trainer's kind
+    (:func:`elastic_bench.optimizers.build_optimizers`, with its default betas, no weight decay and no clipping): AdamW, fused where torch has the kernel,
     for the dense parameters and SparseAdam for an embedding with sparse gradients (ELASTIC's memory
     bank with ``sparse_grad=True``), whose update touches only the rows a step looked up."""
 

@@ -315,8 +315,19 @@ def bank_latency(bank: pd.DataFrame) -> pd.DataFrame:
             ratio, lo, hi = _speedup(base.iloc[0], r) if not base.empty else (math.nan,) * 3  # this row / no bank
             out.append({"pass": pass_, "seq_len": int(n), "sparse_grad": bool(sparse), "memory_size": int(r["memory_size"]),
                         "params": r.get("params"), "latency_ms": _num(r["latency_ms_p50"]), "vs_no_bank": ratio, "vs_no_bank_ci_lo": lo, "vs_no_bank_ci_hi": hi,
-                        "config_hash": r["config_hash"], "optimizer": _optimizer(r.get("backend_detail"))})  # fmt: skip
+                        "config_hash": r["config_hash"], "optimizer": _optimizer(r.get("backend_detail")),
+                        "optimizer_no_bank": _optimizer(base.iloc[0].get("backend_detail")) if not base.empty else ""})  # fmt: skip
     return pd.DataFrame(out)
+
+
+def _step_optimizers(r: Any) -> str:
+    """The optimiser of a bank's ``train_step`` row, or both it and the no-bank row's when they differ."""
+    mine, base = r["optimizer"], r["optimizer_no_bank"]
+    if not mine and not base:  # rows from before train_step named its optimiser
+        return "AdamW, implementation not recorded; SparseAdam for a sparse bank"
+    if mine == base or (base and mine.startswith(base + " + ")):  # a sparse bank adds its SparseAdam
+        return mine
+    return f"{mine or 'not recorded'}, vs M=0 with {base or 'not recorded'}: the implementations differ"
 
 
 def _optimizer(detail: Any) -> str:
@@ -360,7 +371,7 @@ def capacity_claims(acc: pd.DataFrame, bank: pd.DataFrame) -> list[dict[str, str
         flat = top["vs_no_bank"] <= FLAT
         rows.append(_row("capacity", f"training step vs bank size ({label} bank gradients)", f"elastic M={_human(top['memory_size'])} vs M=0",
                          f"x{top['vs_no_bank']:.2f} [{top['vs_no_bank_ci_lo']:.2f}, {top['vs_no_bank_ci_hi']:.2f}] at N={int(top['seq_len'])}",
-                         f"train_step ({top['optimizer'] or 'AdamW; SparseAdam for a sparse bank'})", "holds" if flat else "does not hold",
+                         f"train_step ({_step_optimizers(top)})", "holds" if flat else "does not hold",
                          f"flat means within {FLAT:.2f}x of no bank; the accuracy runs use dense bank gradients (the default)", [top["config_hash"]]))  # fmt: skip
     return rows
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -169,6 +170,12 @@ def plot_learning_curves(curves: pd.DataFrame, out_dir: Path) -> list[Path]:
     return save_figure(fig, curves, out_dir, "learning-curves", "Validation NDCG@10 per epoch of every finished run (results/<preset>/runs/*.json).")
 
 
+def _reason_field(reason: object, key: str) -> str:
+    """``key``'s value in an accuracy row's ``reason`` (``eval=full; ...; stopped=epochs; optimizer=...``)."""
+    m = re.search(rf"(?:^|; ){re.escape(key)}=([^;]*)", str(reason) if isinstance(reason, str) else "")
+    return m.group(1).strip() if m else ""
+
+
 def long_history_table(acc: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     ok = acc[(acc["status"] == "ok") & (acc["objective"] == "all") & acc["model"].isin(["softmax", "elastic-causal"]) & (acc["seed"].astype(int) == 0)]
     out = []
@@ -177,7 +184,7 @@ def long_history_table(acc: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
         epoch_s = float(c["epoch_s"].median()) if not c.empty else math.nan
         out.append({"model": r["model"], "max_len": int(_num(r["seq_len"])), "test NDCG@10": round(_num(r["ndcg@10"]), 4),
                     "median epoch s": round(epoch_s, 1), "peak memory MB": _num(r["peak_mem_mb"]), "cpu threads": r.get("cpu_threads"),
-                    "stopped": str(r.get("reason", "")).split("stopped=")[-1], "row": r["config_hash"]})  # fmt: skip
+                    "stopped": _reason_field(r.get("reason"), "stopped"), "row": r["config_hash"]})  # fmt: skip
     return pd.DataFrame(out)
 
 

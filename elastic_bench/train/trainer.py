@@ -189,7 +189,6 @@ def train(
     if world > 1 and distributed.backend_for(device.type) == "nccl" and any(isinstance(m, torch.nn.Embedding) and m.sparse for m in model.modules()):
         raise ValueError("sparse_grad=True (a memory bank with sparse gradients) cannot be trained on several GPUs: NCCL has no sparse all-reduce; use one process or sparse_grad=False")
     optimizers = make_optimizers(model, cfg)
-    optimizer_impl = implementation(optimizers)
     warm = max(cfg.warmup_steps, 0)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0) for o in optimizers]
     valid_hist = [s[:-2] for s in (dataset.sequences[u] for u in split.valid.users)]
@@ -205,6 +204,7 @@ def train(
         state, best_state = load_checkpoint(checkpoint, cfg, model, optimizers, schedulers)
         if rank != 0:
             best_state = None  # only rank 0 writes checkpoints
+    optimizer_impl = implementation(optimizers)  # what steps from here on (a checkpoint's implementation is not resumed)
     # the run's wall time spans its resumed segments: the earlier ones' (saved at their last epoch)
     # plus this process's (a checkpoint older than this field counts from the resume on)
     wall_before = float(state.get("wall_s", 0.0))
