@@ -73,10 +73,7 @@ def build_optimizers(
 
 def implementation(optimizers: Iterable[torch.optim.Optimizer]) -> str:
     """What runs, e.g. ``"AdamW fused"``, ``"AdamW for-loop + SparseAdam"``."""
-    names = []
-    for o in optimizers:
-        names.append(f"AdamW {_adamw_kind(o)}" if isinstance(o, torch.optim.AdamW) else type(o).__name__)
-    return " + ".join(names)
+    return " + ".join(f"AdamW {_adamw_kind(o)}" if isinstance(o, torch.optim.AdamW) else type(o).__name__ for o in optimizers)
 
 
 def _adamw_kind(o: torch.optim.AdamW) -> str:

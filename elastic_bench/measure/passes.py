@@ -87,9 +87,10 @@ def _autocast(cell: Cell, device: torch.device, fn: Callable[[], Any]) -> Callab
 
 class StepOptimizer:
     """The optimizer of a ``train_step`` cell, of the trainer's kind
-    (:func:`elastic_bench.optimizers.build_optimizers`, with its default betas, no weight decay and no clipping): AdamW, fused where torch has the kernel,
-    for the dense parameters and SparseAdam for an embedding with sparse gradients (ELASTIC's memory
-    bank with ``sparse_grad=True``), whose update touches only the rows a step looked up."""
+    (:func:`elastic_bench.optimizers.build_optimizers`, with its default betas, no weight decay and
+    no clipping): AdamW, fused where torch has the kernel, for the dense parameters and SparseAdam
+    for an embedding with sparse gradients (ELASTIC's memory bank with ``sparse_grad=True``), whose
+    update touches only the rows a step looked up."""
 
     def __init__(self, module: nn.Module, lr: float = 1e-3):
         self.optimizers: list[torch.optim.Optimizer] = build_optimizers(module, lr=lr)
