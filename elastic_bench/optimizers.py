@@ -105,7 +105,8 @@ def epochs_implementation(history: Iterable[dict[str, Any]]) -> str:
     kept this field read ``not recorded``."""
     spans: list[list[Any]] = []  # [name, first epoch, last epoch]
     for i, h in enumerate(history, 1):
-        name = h.get("optimizer") or "not recorded"
+        name = h.get("optimizer")
+        name = name if isinstance(name, str) and name else "not recorded"  # missing, empty, or NaN from a frame
         epoch = int(h.get("epoch", i))
         if spans and spans[-1][0] == name:
             spans[-1][2] = epoch

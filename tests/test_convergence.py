@@ -69,3 +69,13 @@ def test_each_run_shows_its_train_loss_at_the_best_epoch_and_datasets_sit_apart(
     assert t["train loss at best epoch"].tolist() == ["4.000", "2.100", "2.200"]  # at epoch 2, 2 and 3
     no_loss = convergence_table(pd.DataFrame(curve("softmax-a", [0.1, 0.2])))
     assert no_loss["train loss at best epoch"].tolist() == ["–"]
+
+
+def test_each_run_names_the_optimiser_its_epochs_stepped_with():
+    resumed = curve("softmax-a", [0.1, 0.11, 0.12])
+    for h, name in zip(resumed, ["", "", "AdamW fused"]):  # two epochs from before the trainer recorded it
+        h["optimizer"] = name
+    df = pd.DataFrame(resumed + curve("linear-b", [0.1, 0.2]))
+    t = convergence_table(df).set_index("run")
+    assert t.loc["softmax-a", "optimizer"] == "not recorded (epochs 1-2); AdamW fused (epoch 3)"
+    assert t.loc["linear-b", "optimizer"] == "not recorded"

@@ -8,7 +8,8 @@ epochs, and how it stopped. A run that ran out of epochs with a rise of at least
 learning; one that early-stopped had gone ``patience`` evaluations without a better score.
 Beside it, the training loss at the best epoch: at equal epochs, of two runs in a family, the one
 with the lower training loss and the lower validation score fits its training data better and
-generalizes worse (the histories give the loss of every epoch).
+generalizes worse (the histories give the loss of every epoch). Last, the optimiser implementation
+each run's epochs stepped with (``not recorded`` before the trainer kept it: torch's default).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import re
 
 import pandas as pd
 
+from ..optimizers import epochs_implementation
+
 WINDOW = 10  # epochs: the verdict preset's early-stopping patience (it evaluates every epoch)
 RISING = 0.01  # a rise of 1 % of the best validation NDCG@10 over the window: still learning
 
 
 def _columns(window: int) -> list[str]:
     return ["label", "dataset", "objective", "max_len", "seed", "epochs", "best epoch", "best valid NDCG@10", "train loss at best epoch",
-            f"rise over last {window} epochs", "stopped", "state", "run"]  # fmt: skip
+            f"rise over last {window} epochs", "stopped", "state", "optimizer", "run"]  # fmt: skip
 
 
 def _state(stopped: str, rise: float, rising: float) -> str:
@@ -53,7 +56,8 @@ def convergence_table(curves: pd.DataFrame, window: int = WINDOW, rising: float 
                      "seed": first["seed"], "epochs": len(v), "best epoch": int(at_best["epoch"]), "best valid NDCG@10": round(best, 4),
                      "train loss at best epoch": "–" if loss != loss else f"{float(loss):.3f}",
                      f"rise over last {window} epochs": "–" if rise != rise else f"{rise:+.1%}",
-                     "stopped": stopped.split(" (")[0] or "–", "state": _state(stopped, rise, rising), "run": run})  # fmt: skip
+                     "stopped": stopped.split(" (")[0] or "–", "state": _state(stopped, rise, rising),
+                     "optimizer": epochs_implementation(g.to_dict("records")), "run": run})  # fmt: skip
     out = pd.DataFrame(rows, columns=_columns(window))
     # family by family, then model (bank sizes in size order) and seed: the rows a reader compares sit together
     keys = {"label": _label_key, "dataset": lambda d: (d != "ml-1m", d)}  # ML-1M, the main dataset, first
@@ -79,7 +83,9 @@ def convergence_note(table: pd.DataFrame, window: int = WINDOW, rising: float = 
     rule = (f"A run that used its whole epoch budget is *still rising* when its best validation NDCG@10 rose by at least {rising:.0%} "
             f"over its last {window} epochs, else *flat*; an early-stopped one went its patience without a better score. "
             "The training loss is the epoch's mean sampled-softmax loss at the best epoch (in training mode: dropout on); runs compare by it only within one family and at equal epochs "
-            "(their histories in `results/<preset>/runs/*.json` give it for every epoch).")  # fmt: skip
+            "(their histories in `results/<preset>/runs/*.json` give it for every epoch). The optimizer column names the AdamW "
+            "implementation each run's epochs stepped with (`elastic_bench/optimizers.py`); *not recorded* is torch's default, "
+            "a for-loop on the CPU, from before the trainer recorded it: the same update to rounding, at another cost per epoch.")  # fmt: skip
     if table.empty:
         return rule + " No run has finished yet."
     counts = table["state"].value_counts()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..optimizers import epochs_implementation
 from .figure_kit import plt, save_figure
 from .verdict import DATASET_TITLES, FLAT, _num, bank_latency, family_of, family_order, family_setting, model_label
 
@@ -149,7 +150,7 @@ def learning_curves(runs_dir: Path) -> pd.DataFrame:
         for h in d.get("history", []):
             rows.append({"run": p.stem, "label": label, "family": family, "objective": d.get("objective"), "max_len": cfg.get("max_len"), "seed": cfg.get("seed"),
                          "dataset": cfg.get("data"), "epoch": h.get("epoch"), "epoch_s": h.get("epoch_s"), "loss": h.get("loss"),
-                         "valid_ndcg@10": h.get("valid_ndcg@10"),
+                         "valid_ndcg@10": h.get("valid_ndcg@10"), "optimizer": h.get("optimizer") or "",
                          "stopped": d.get("stopped", "")})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -184,7 +185,9 @@ def long_history_table(acc: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
         epoch_s = float(c["epoch_s"].median()) if not c.empty else math.nan
         out.append({"model": r["model"], "max_len": int(_num(r["seq_len"])), "test NDCG@10": round(_num(r["ndcg@10"]), 4),
                     "median epoch s": round(epoch_s, 1), "peak memory MB": _num(r["peak_mem_mb"]), "cpu threads": r.get("cpu_threads"),
-                    "stopped": _reason_field(r.get("reason"), "stopped"), "row": r["config_hash"]})  # fmt: skip
+                    "stopped": _reason_field(r.get("reason"), "stopped"),
+                    "optimizer": epochs_implementation(c.to_dict("records")) if not c.empty else _reason_field(r.get("reason"), "optimizer") or "not recorded",
+                    "row": r["config_hash"]})  # fmt: skip
     return pd.DataFrame(out)
 
 
