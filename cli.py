@@ -100,7 +100,8 @@ seq-len 256..8192, tokens-per-batch 4k (batch = 4096 // seq_len, at least 1), dt
 pass infer, repeats 200 (the cap), min-time 1.0 s of samples and at least 10 of them, max-time 3.0 s
 (a slower cell stops with 3 samples), warmup 0 calls after the untimed FLOP-counting one and at least
 0.5 s, process-repeats 3 (cells at the longest seq-len: 3 interleaved rounds, each in a fresh
-process), threads 1 (stable timings on a busy machine; --threads 0 = torch's default).
+process; --interleave-calls also times the cells of one shape call by call together, so that their
+ratios pair sample by sample), threads 1 (stable timings on a busy machine; --threads 0 = torch's default).
 Defaults on GPU: every registered backend (unusable ones recorded as skipped), tokens-per-batch
 64k, dtype bf16, pass infer,train_step, repeats 1000, min-time 1.0 s, max-time 30 s, warmup 3.
 Common: level model, causal auto (each backend in every causality it supports: causal and
@@ -136,6 +137,10 @@ def sweep(
     min_time: Optional[str] = typer.Option(None, "--min-time", help="seconds of samples per cell, at least (and ≥ 10 samples)"),
     max_time: Optional[str] = typer.Option(None, "--max-time", help="a slow cell stops sampling after this many seconds, with ≥ 3 samples"),
     process_repeats: Optional[str] = typer.Option(None, "--process-repeats", help="headline cells (the longest --seq-len): interleaved repeats, each in a fresh process (default 3; 1 = off)"),
+    interleave_calls: Optional[bool] = typer.Option(
+        None, "--interleave-calls/--no-interleave-calls",
+        help="headline cells: time the cells of one workload shape call by call together, for paired ratios (default off)",
+    ),
     warmup: Optional[str] = typer.Option(None, "--warmup", help="untimed calls after the first (FLOP-counting, also untimed) call"),
     n_items: Optional[str] = typer.Option(None, "--n-items", help="catalogue size"),
     padding: Optional[str] = typer.Option(None, "--padding", help="full | random (lengths uniform in 1..N, left-padded)"),
@@ -169,7 +174,7 @@ def sweep(
     runner0 = checked_launcher(launcher, ray_address, ray_cpus)
 
     if task == "accuracy":
-        efficiency_only = dict(causal=causal, process_repeats=process_repeats, max_time=max_time, seq_len=seq_len, batch=batch, tokens_per_batch=tokens_per_batch, dtype=dtype, pass_=pass_, level=level,
+        efficiency_only = dict(causal=causal, process_repeats=process_repeats, interleave_calls=interleave_calls, max_time=max_time, seq_len=seq_len, batch=batch, tokens_per_batch=tokens_per_batch, dtype=dtype, pass_=pass_, level=level,
                                repeats=repeats, min_time=min_time, warmup=warmup, n_items=n_items, padding=padding, threads=threads)  # fmt: skip
         given_eff = [k.rstrip("_").replace("_", "-") for k, v in efficiency_only.items() if v is not None]
         if given_eff:
@@ -200,7 +205,7 @@ def sweep(
         memory_size=memory_size, topk=topk, option=option, d_model=d_model, heads=heads, layers=layers,
         dtype=dtype, level=level, objective=objective, causal=causal, device=device, repeats=repeats, min_time=min_time, max_time=max_time,
         warmup=warmup, n_items=n_items, padding=padding, dropout=dropout, seed=seed, threads=threads, out=out, baseline=baseline,
-        process_repeats=process_repeats,
+        process_repeats=process_repeats, interleave_calls=interleave_calls,
         dry_run=dry_run, resume=resume, retry_errors=retry_errors, plot=plot,
     )  # fmt: skip
     given["pass"] = pass_

@@ -12,6 +12,13 @@ processes.  :func:`parse_samples` reads that text back into ``(samples, groups)`
 - :func:`ratio_ci`   ``median(a) / median(b)`` and its percentile bootstrap CI, ``a`` and
   ``b`` resampled independently (each with its own groups).  Speed-up of B over A:
   ``ratio_ci(samples_of_baseline, samples_of_model)``.
+- :func:`paired_ratio_ci`  the same ratio for samples taken in pairs (a sweep's
+  ``interleave_calls``: sample ``i`` of both sides in one cycle of calls, group ``g`` of both
+  in one process): each replicate draws the groups, then the pairs within them, with
+  replacement, **the same draws for both sides**, so that what the two sides shared (the
+  process, the machine's state during a cycle) cancels in the ratio instead of widening it.
+- :func:`rows_ratio_ci`  the ratio of two results rows' latencies: paired when
+  :func:`paired_rows` says their samples pair, independent otherwise.
 
 Fewer than two samples on a side give no interval (``nan``): one sample says nothing about
 its spread, and an empty one nothing at all.  The variance these intervals describe is the
@@ -30,7 +37,7 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -142,3 +149,87 @@ def ratio_ci(
     rb = _boot_medians(b, gb, n_boot, rng)
     lo, hi = _percentiles(ra / rb, level)
     return ratio, lo, hi
+
+
+def paired_ratio_ci(
+    samples_a: Sequence[float] | np.ndarray,
+    samples_b: Sequence[float] | np.ndarray,
+    groups: Sequence[int] | np.ndarray | None = None,
+    level: float = LEVEL,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``(median(a) / median(b), lo, hi)`` for paired samples (``a[i]`` with ``b[i]``, both in
+    group ``groups[i]``): the module docstring's paired cluster bootstrap.  A pair with a
+    non-finite side is dropped; ``nan`` as in :func:`ratio_ci`."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    a = np.asarray(samples_a, dtype=float).ravel()
+    b = np.asarray(samples_b, dtype=float).ravel()
+    if len(a) != len(b):
+        raise ValueError(f"paired samples need equal lengths, got {len(a)} and {len(b)}")
+    g = np.zeros(len(a), dtype=int) if groups is None or len(groups) == 0 else np.asarray(groups).ravel()
+    if len(g) != len(a):
+        raise ValueError(f"groups has {len(g)} entries for {len(a)} pairs")
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b, g = a[keep], b[keep], g[keep]
+    if len(a) == 0:
+        return math.nan, math.nan, math.nan
+    ratio = float(np.median(a) / np.median(b))
+    if len(a) < 2:
+        return ratio, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    ids = np.unique(g)
+    members = [np.flatnonzero(g == i) for i in ids]
+    ra, rb = np.empty(n_boot), np.empty(n_boot)
+    for k in range(n_boot):
+        chosen = rng.integers(0, len(ids), size=len(ids)) if len(ids) > 1 else np.zeros(1, dtype=int)
+        idx = np.concatenate([members[c][rng.integers(0, len(members[c]), size=len(members[c]))] for c in chosen])
+        ra[k], rb[k] = np.median(a[idx]), np.median(b[idx])
+    lo, hi = _percentiles(ra / rb, level)
+    return ratio, lo, hi
+
+
+INTERLEAVED_MODE = "+interleaved"  # the timer-mode suffix of rows timed call by call together (measure.timer)
+
+
+def paired_rows(row_a: Any, row_b: Any) -> bool:
+    """Whether two results rows' samples pair one to one: both timed call by call together
+    (``timer_mode`` ending ``+interleaved``) in one sweep run (``run_id``), with the same
+    number of samples in every process repeat."""
+    get_a, get_b = _getter(row_a), _getter(row_b)
+    modes = (str(get_a("timer_mode") or ""), str(get_b("timer_mode") or ""))
+    if not all(m.endswith(INTERLEAVED_MODE) and not m.startswith("mixed:") for m in modes):
+        return False
+    if str(get_a("run_id") or "") != str(get_b("run_id") or "") or not get_a("run_id"):
+        return False
+    _, ga = parse_samples(get_a("latency_samples_ms"))
+    _, gb = parse_samples(get_b("latency_samples_ms"))
+    return len(ga) > 0 and np.array_equal(ga, gb)
+
+
+def rows_ratio_ci(num_row: Any, den_row: Any, seed: int = 0) -> tuple[float, float, float, bool]:
+    """``(ratio, lo, hi, paired)``: the median latency of ``num_row`` over ``den_row``'s, from
+    their ``latency_samples_ms`` (the rows' ``latency_ms_p50`` when a side has no samples, with
+    no interval), by :func:`paired_ratio_ci` when :func:`paired_rows`, else :func:`ratio_ci`."""
+    get_n, get_d = _getter(num_row), _getter(den_row)
+    a, ga = parse_samples(get_n("latency_samples_ms"))
+    b, gb = parse_samples(get_d("latency_samples_ms"))
+    if len(a) == 0 or len(b) == 0:
+        try:
+            return float(get_n("latency_ms_p50")) / float(get_d("latency_ms_p50")), math.nan, math.nan, False
+        except (TypeError, ValueError, ZeroDivisionError):
+            return math.nan, math.nan, math.nan, False
+    if paired_rows(num_row, den_row):
+        return (*paired_ratio_ci(a, b, ga, seed=seed), True)
+    return (*ratio_ci(a, b, ga, gb, seed=seed), False)
+
+
+def _getter(row: Any) -> Any:
+    """``row.get`` for a mapping or a pandas row; ``None`` for a missing or NaN field."""
+
+    def get(key: str) -> Any:
+        v = row.get(key) if hasattr(row, "get") else getattr(row, key, None)
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    return get

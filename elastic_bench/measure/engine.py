@@ -14,6 +14,10 @@ For one cell (:meth:`Engine.run_cell`):
 4. an out-of-memory error anywhere -> ``oom`` (memory freed); any other exception ->
    ``error:<ExceptionType>`` with its message in ``reason``.
 
+Several cells at once (:meth:`Engine.measure_group`, a sweep's ``interleave_calls``): steps 1
+to 3 up to the warm-up for each cell, then all their passes timed call by call together
+(:func:`.timer.time_interleaved`), then each cell's memory on a workload of its own, alone.
+
 The engine reads its sampling settings (``device``, ``warmup``, ``repeats``, ``min_time``,
 ``max_time``) from a sweep's spec (:class:`~elastic_bench.runs.spec.SweepSpec`, or anything
 with those attributes: :class:`Settings`).  It imports no model: backends come from the
@@ -23,6 +27,7 @@ registry by name.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -34,10 +39,10 @@ from .cell import SERVING_PASSES, Cell, backend_info
 from .flops import pass_flops
 from .gate import GateResult, check_backend, check_serving, gate_dtype, gate_len
 from .memory import measure_memory
-from .passes import AUTOGRAD_PASSES, build_workload, mixed_precision, precision
+from .passes import AUTOGRAD_PASSES, Workload, build_workload, mixed_precision, precision
 from .samples import timing_fields
 from .steady_heap import steady_heap
-from .timer import WARMUP_TIME_S, device_context, time_pass, warm_up
+from .timer import WARMUP_TIME_S, Timing, device_context, time_interleaved, time_pass, warm_up
 from .workload_mask import workload_mask
 
 
@@ -92,6 +97,37 @@ def base_row(cell: Cell, run_id: str, env: dict[str, str], backend: Any | None) 
         "dataset": f"synthetic:{cell.padding}",
         "config_hash": cell.config_hash(),
     }
+
+
+@dataclass
+class Ready:
+    """A cell gated, built and warmed up (:meth:`Engine.prepare`): what timing needs."""
+
+    cell: Cell
+    work: Workload
+    gate: GateResult
+    fields: dict[str, Any]  # gate, parameter and FLOP fields so far
+
+
+class _CallFailed(Exception):
+    """A pass failed during interleaved timing: which one (its index in the group) and why."""
+
+    def __init__(self, index: int, exc: Exception):
+        super().__init__(str(exc))
+        self.index, self.exc = index, exc
+
+
+class _Tagged:
+    """``fn`` that raises :class:`_CallFailed` naming ``index`` when it fails."""
+
+    def __init__(self, index: int, fn: Any):
+        self.index, self.fn = index, fn
+
+    def __call__(self) -> Any:
+        try:
+            return self.fn()
+        except Exception as exc:  # noqa: BLE001 - re-raised with the cell it belongs to
+            raise _CallFailed(self.index, exc) from None
 
 
 class OomSeries:
@@ -195,6 +231,21 @@ class Engine:
 
         ``incorrect`` also when the path the gate checked is not the one that was timed
         (``backend_detail`` differs): the timed numbers are then not evidence and are dropped."""
+        ready = self.prepare(cell, backend)
+        if not isinstance(ready, Ready):
+            return ready
+        try:
+            spec = self.spec
+            t = time_pass(ready.work.run, self.device, repeats=spec.repeats, min_time=spec.min_time, max_time=spec.max_time)
+            return self.finish(ready, t)
+        finally:
+            del ready
+            free_memory(self.device)
+
+    def prepare(self, cell: Cell, backend: Any) -> "Ready | dict[str, Any]":
+        """Gate ``cell``, build its workload, count its FLOPs and warm it up: a :class:`Ready`
+        to time, or the fields of a row that ends here (``skipped``, ``incorrect``, a gate error).
+        Raises on OOM and on errors after the gate (the workload is freed first)."""
         spec, device = self.spec, self.device
         try:
             g = self.gate(backend, cell)
@@ -224,58 +275,154 @@ class Engine:
             # warm up by calls and by time (as long as the sampling budget, at most WARMUP_TIME_S),
             # the counted call's time included: a 5 s call needs no second one to warm up
             warm_up(work.run, device, warm, min_time=max(0.0, min(WARMUP_TIME_S, spec.min_time) - warmed))
-            t = time_pass(work.run, device, repeats=spec.repeats, min_time=spec.min_time, max_time=spec.max_time)
-            timed = work.backend_detail
-            if timed != g.detail:
-                reason = f"gate: checked path {g.detail!r} (N={g.n}) but timed {timed!r}: the timed path is not gated"
-                return {**fields, "status": "incorrect", "backend_detail": timed, "reason": reason}
-            work.reset()
-            mem = measure_memory(work.run, device, work.resident)
-            fields.update(work.fields or {})
-            fields.update(
-                status="ok",
-                # a train_step row names its optimiser after the path (elastic_bench.optimizers), outside
-                # the match keys: a sparse bank's SparseAdam is what its row is compared for
-                backend_detail=timed + (f"; optimizer {work.optimizer.implementation}" if work.optimizer is not None else ""),
-                n_samples=t.n_samples,
-                samples_ms=t.samples_ms,  # measure_row turns them into latency_samples_ms and the CI
-                timer_mode=t.mode,
-                latency_ms_p50=t.p50_ms,
-                latency_ms_p20=t.p20_ms,
-                latency_ms_p80=t.p80_ms,
-                tokens_per_s=cell.batch * cell.seq_len / (t.p50_ms / 1e3) if t.p50_ms > 0 else None,
-                peak_mem_mb=mem.peak_mb,
-                act_mem_mb=mem.act_mb,
-                reserved_mem_mb=mem.reserved_mb,
-                mem_method=mem.method,
-            )
-            return fields
+        except BaseException:
+            work = None  # type: ignore[assignment] - drop the workload before freeing memory
+            free_memory(device)
+            raise
+        return Ready(cell, work, g, fields)
+
+    def finish(self, ready: "Ready", t: Timing) -> dict[str, Any]:
+        """The fields of a timed cell (:meth:`timed_fields`), with its memory measured in a call of
+        its own on the timed workload, its gradients dropped first."""
+        fields = self.timed_fields(ready, t)
+        if fields["status"] == "ok":
+            fields.update(self.memory_fields(ready.work))
+        return fields
+
+    def timed_fields(self, ready: "Ready", t: Timing) -> dict[str, Any]:
+        """``incorrect`` when the timed path is not the gated one, else ``ok`` with timing ``t``
+        (memory not yet measured)."""
+        cell, work, g, fields = ready.cell, ready.work, ready.gate, dict(ready.fields)
+        timed = work.backend_detail
+        if timed != g.detail:
+            reason = f"gate: checked path {g.detail!r} (N={g.n}) but timed {timed!r}: the timed path is not gated"
+            return {**fields, "status": "incorrect", "backend_detail": timed, "reason": reason}
+        fields.update(work.fields or {})
+        fields.update(
+            status="ok",
+            # a train_step row names its optimiser after the path (elastic_bench.optimizers), outside
+            # the match keys: a sparse bank's SparseAdam is what its row is compared for
+            backend_detail=timed + (f"; optimizer {work.optimizer.implementation}" if work.optimizer is not None else ""),
+            n_samples=t.n_samples,
+            samples_ms=t.samples_ms,  # measure_row turns them into latency_samples_ms and the CI
+            timer_mode=t.mode,
+            latency_ms_p50=t.p50_ms,
+            latency_ms_p20=t.p20_ms,
+            latency_ms_p80=t.p80_ms,
+            tokens_per_s=cell.batch * cell.seq_len / (t.p50_ms / 1e3) if t.p50_ms > 0 else None,
+        )
+        return fields
+
+    def memory_fields(self, work: Workload) -> dict[str, Any]:
+        """Peak and activation memory of one call of ``work`` (:mod:`.memory`), gradients dropped first."""
+        work.reset()
+        mem = measure_memory(work.run, self.device, work.resident)
+        return dict(peak_mem_mb=mem.peak_mb, act_mem_mb=mem.act_mb, reserved_mem_mb=mem.reserved_mb, mem_method=mem.method)
+
+    def measure_group(self, cells: list[Cell]) -> list[tuple[dict[str, Any], Any]]:
+        """:meth:`run_cell` for several cells at once, their passes timed call by call together
+        (:func:`.timer.time_interleaved`); one ``(fields, backend)`` per cell, in order.
+
+        Every cell is gated, built and warmed up as alone, then all are timed interleaved.  A cell
+        whose call fails during the interleaved timing gets its failure row, and the others are
+        timed again without it.  Then the workloads are freed, and each cell's memory is measured
+        on a workload of its own, built and warmed up again with nothing else alive (on CUDA the
+        allocator's baseline would otherwise count the other cells' tensors)."""
+        out: list[tuple[dict[str, Any], Any] | None] = [None] * len(cells)
+        ready: dict[int, Ready] = {}
+        with device_context(self.device):
+            try:
+                for i, cell in enumerate(cells):
+                    fields, backend = self._precheck(cell)
+                    if fields is None:
+                        try:
+                            got = self.prepare(cell, backend)
+                        except Exception as exc:  # noqa: BLE001 - every failure is a row
+                            got = self._failure(cell, exc)
+                            exc.__traceback__ = None
+                            free_memory(self.device)
+                        if isinstance(got, Ready):
+                            ready[i] = got
+                        else:
+                            fields = got
+                        got = None  # the ready workloads live in ``ready`` only: freed before memory
+                    out[i] = (fields, backend)
+                self._time_together(ready, out)
+            finally:
+                ready.clear()
+                free_memory(self.device)
+            for i, cell in enumerate(cells):
+                fields, backend = out[i]  # type: ignore[misc]
+                if fields.get("status") == "ok":
+                    out[i] = (self._alone_memory(cell, fields), backend)
+        return out  # type: ignore[return-value]
+
+    def _time_together(self, ready: dict[int, "Ready"], out: list) -> None:
+        """Time the ready cells interleaved; a cell whose call fails leaves with its failure row."""
+        spec = self.spec
+        while ready:
+            order = list(ready)
+            fns = [_Tagged(i, ready[i].work.run) for i in order]
+            try:
+                timings = time_interleaved(fns, self.device, repeats=spec.repeats, min_time=spec.min_time, max_time=spec.max_time)
+            except _CallFailed as failed:
+                r = ready.pop(failed.index)
+                out[failed.index] = (self._failure(r.cell, failed.exc), out[failed.index][1])
+                failed.exc.__traceback__ = None
+                del r, fns, failed
+                free_memory(self.device)
+                continue
+            for i, t in zip(order, timings):
+                out[i] = (self.timed_fields(ready[i], t), out[i][1])
+            return
+
+    def _alone_memory(self, cell: Cell, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` with the memory of ``cell`` measured on a fresh workload, warmed up, alone."""
+        work = None
+        try:
+            work = build_workload(cell, self.device)
+            prepare_masks(work.module, workload_mask(work))
+            warm_up(work.run, self.device, max(1, self.spec.warmup), min_time=0.0)
+            return {**fields, **self.memory_fields(work)}
+        except Exception as exc:  # noqa: BLE001 - every failure is a row
+            failure = self._failure(cell, exc)
+            exc.__traceback__ = None
+            return {**fields, **failure, "reason": f"memory pass: {failure.get('reason', '')}"}
         finally:
             del work
-            free_memory(device)
+            free_memory(self.device)
+
+    def _precheck(self, cell: Cell) -> tuple[dict[str, Any] | None, Any]:
+        """``(fields, backend)``: the fields of a row that ends before the gate (backend not
+        loadable or not usable here, a longer sequence of a series that ran out of memory), or
+        ``None`` and the backend to measure."""
+        info = backend_info(cell.model)
+        if info.cls is None:
+            return {"status": f"skipped:{info.load_error}"}, None
+        backend = info.cls
+        why = backend.unavailable_reason(
+            self.device,
+            _dtype(cell.dtype),
+            causal=cell.causal,
+            head_dim=cell.d_model // cell.heads,
+            padding=cell.padding != "full",
+        )
+        if why:
+            return {"status": f"skipped:{why}"}, backend
+        why = self.oom.skip_reason(cell)
+        if why:
+            return {"status": f"skipped:{why}"}, backend
+        return None, backend
 
     def run_cell(self, cell: Cell) -> tuple[dict[str, Any], Any]:
         """All outcome fields of ``cell`` (never raises except KeyboardInterrupt/SystemExit).
 
         Everything runs under ``torch.cuda.device(cell's device)`` (:func:`.timer.device_context`):
         capability checks, the gate, warm-up, timing, memory and every kernel launch."""
-        info = backend_info(cell.model)
-        if info.cls is None:
-            return {"status": f"skipped:{info.load_error}"}, None
-        backend = info.cls
         with device_context(self.device):
-            why = backend.unavailable_reason(
-                self.device,
-                _dtype(cell.dtype),
-                causal=cell.causal,
-                head_dim=cell.d_model // cell.heads,
-                padding=cell.padding != "full",
-            )
-            if why:
-                return {"status": f"skipped:{why}"}, backend
-            why = self.oom.skip_reason(cell)
-            if why:
-                return {"status": f"skipped:{why}"}, backend
+            fields, backend = self._precheck(cell)
+            if fields is not None:
+                return fields, backend
             try:
                 return self.measure(cell, backend), backend
             except Exception as exc:  # noqa: BLE001 - every failure is a row
@@ -295,10 +442,24 @@ def measure_row(engine: Engine, cell: Cell, run_id: str, env: dict[str, str]) ->
     """The complete results row of one cell (what every launcher appends)."""
     c0 = time.perf_counter()
     fields, backend = engine.run_cell(cell)
+    return _row(cell, run_id, env, fields, backend, time.perf_counter() - c0)
+
+
+def measure_rows_interleaved(engine: Engine, cells: list[Cell], run_id: str, env: dict[str, str]) -> list[dict[str, Any]]:
+    """The rows of ``cells``, their passes timed together (:meth:`Engine.measure_group`); each
+    row's ``wall_s`` is the group's wall time shared evenly."""
+    c0 = time.perf_counter()
+    results = engine.measure_group(cells)
+    share = (time.perf_counter() - c0) / max(1, len(cells))
+    return [_row(cell, run_id, env, fields, backend, share) for cell, (fields, backend) in zip(cells, results)]
+
+
+def _row(cell: Cell, run_id: str, env: dict[str, str], fields: dict[str, Any], backend: Any, wall_s: float) -> dict[str, Any]:
+    fields = dict(fields)
     samples = fields.pop("samples_ms", None)
     if samples:  # one process: one repeat group; the latency columns and the CI from the samples
         fields.update(timing_fields([list(samples)]))
-    return {**base_row(cell, run_id, env, backend), **fields, "wall_s": round(time.perf_counter() - c0, 3)}
+    return {**base_row(cell, run_id, env, backend), **fields, "wall_s": round(wall_s, 3)}
 
 
 def _dtype(name: str) -> torch.dtype:

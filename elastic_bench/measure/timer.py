@@ -19,6 +19,15 @@ default :data:`MAX_SAMPLES`), or, for a call so slow that ``max_time`` seconds p
 with at least :data:`MIN_SAMPLES_SLOW` samples.  The result is the median with p20 and p80,
 and every sample in the order taken (:attr:`Timing.samples_ms`, for bootstrap intervals).
 
+Interleaved calls (:func:`time_interleaved`, a sweep's ``interleave_calls``): several passes
+timed together, one call of each per *cycle*, each cycle starting one pass later than the one
+before, until every pass has enough samples by the rule above, or one pass has used up
+``max_time`` (then the others stop with as many samples as it has).  Every pass gets one sample per
+cycle, so sample ``i`` of each pass was taken within one cycle of the others: a drift of the
+machine (another process, the CPU's clock) hits them alike, and the ratio of two passes can be
+estimated *paired*, cycle by cycle (:func:`~elastic_bench.measure.bootstrap.paired_ratio_ci`).
+The timer mode gains ``+interleaved`` (:data:`INTERLEAVED`).
+
 Example::
 
     >>> t = time_pass(lambda: torch.randn(64, 64) @ torch.randn(64, 64), torch.device("cpu"), min_time=0)
@@ -32,10 +41,11 @@ import contextlib
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Sequence
 
 import torch
 
+from .bootstrap import INTERLEAVED_MODE as INTERLEAVED  # the timer-mode suffix of time_interleaved
 from .steady_heap import steady_heap, steady_heap_label
 
 MIN_SAMPLES = 10  # per cell, at least (unless capped by ``repeats``)
@@ -44,6 +54,7 @@ MAX_SAMPLES = 10_000  # default cap of ``repeats``
 WARMUP_TIME_S = 0.5  # warm up at least this long (and at least ``calls`` calls)
 MAX_TIME_S = 60.0  # a slow call stops sampling here ...
 MIN_SAMPLES_SLOW = 3  # ... with at least this many samples
+WARMUP_CYCLES = 2  # untimed interleaved cycles before the timed ones
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,73 @@ def time_pass(
         samples.append(dt / 1e6)
         spent += dt / 1e9
     return summarize(samples, timer_mode(device))
+
+
+def time_interleaved(
+    fns: Sequence[Callable[[], object]],
+    device: torch.device,
+    repeats: int = MAX_SAMPLES,
+    min_time: float = MIN_TIME_S,
+    min_samples: int = MIN_SAMPLES,
+    max_time: float = MAX_TIME_S,
+    warmup_cycles: int = WARMUP_CYCLES,
+) -> list[Timing]:
+    """One :class:`Timing` per pass of ``fns``, timed call by call in rotating order (module
+    docstring), each with the same number of samples; warm every pass up first (:func:`warm_up`).
+    ``warmup_cycles`` untimed cycles run first, so the heap has seen the interleaved order."""
+    fns = list(fns)
+    if not fns:
+        return []
+    repeats = max(1, repeats)
+    min_samples = max(1, min(min_samples, repeats))
+    k = len(fns)
+    samples: list[list[float]] = [[] for _ in fns]
+    spent = [0.0] * k
+    with device_context(device):
+        for c in range(max(0, warmup_cycles)):
+            for i in range(k):
+                fns[(c + i) % k]()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        cycle = 0
+        while not _group_enough(len(samples[0]), spent, repeats, min_time, min_samples, max_time):
+            order = [(cycle + i) % k for i in range(k)]
+            for i, dt in zip(order, _cycle(fns, order, device)):
+                samples[i].append(dt)
+                spent[i] += dt / 1e3
+            cycle += 1
+    mode = timer_mode(device) + INTERLEAVED
+    return [summarize(s, mode) for s in samples]
+
+
+def _group_enough(n: int, spent: list[float], repeats: int, min_time: float, min_samples: int, max_time: float) -> bool:
+    """Whether interleaved sampling stops after ``n`` cycles: every pass has enough by
+    :func:`_enough`, or one pass has used up its ``max_time`` (so a slow pass beside a fast one
+    does not sample until the fast one has ``min_time`` of samples)."""
+    if all(_enough(n, s, repeats, min_time, min_samples, max_time) for s in spent):
+        return True
+    return any(s >= max_time for s in spent) and n >= min(MIN_SAMPLES_SLOW, min_samples)
+
+
+def _cycle(fns: list[Callable[[], object]], order: list[int], device: torch.device) -> list[float]:
+    """The latencies (ms) of one call of each ``fns[i]``, ``i`` in ``order``."""
+    out: list[float] = []
+    if device.type == "cuda":
+        stream = torch.cuda.current_stream(device)
+        events = []
+        for i in order:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            fns[i]()
+            end.record(stream)
+            events.append((start, end))
+        torch.cuda.synchronize(device)
+        return [s.elapsed_time(e) for s, e in events]
+    for i in order:
+        t0 = time.perf_counter_ns()
+        fns[i]()
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+    return out
 
 
 def _time_cuda(fn: Callable[[], object], device: torch.device, repeats: int, min_time: float, min_samples: int, max_time: float) -> Timing:

@@ -33,7 +33,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..measure.bootstrap import median_ci, parse_samples, ratio_ci
+from ..measure.bootstrap import median_ci, parse_samples, rows_ratio_ci
 
 PROVENANCE_KEYS = ("git_sha", "torch", "timer_mode")  # timer_mode: rows timed on different heaps do not pair (measure/steady_heap.py)
 MATCH_KEYS = (
@@ -147,10 +147,9 @@ def with_latency_ci(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _ratio_ci(num_text: object, den_text: object) -> tuple[float, float]:
-    a, ga = parse_samples(num_text)
-    b, gb = parse_samples(den_text)
-    _, lo, hi = ratio_ci(a, b, ga, gb)
+def _ratio_ci(num_row: pd.Series, den_row: pd.Series) -> tuple[float, float]:
+    """The CI of ``num_row``'s latency over ``den_row``'s (paired when they were timed together)."""
+    _, lo, hi, _ = rows_ratio_ci(num_row, den_row)
     return lo, hi
 
 
@@ -193,7 +192,7 @@ def with_baseline(df: pd.DataFrame, baseline: str, warn: bool = True) -> pd.Data
     out["speedup"] = out["baseline_latency_ms"] / out["latency_ms_p50"]
     if "latency_samples_ms" in out:
         for idx in out.index[pair.notna() & has_samples(out)]:
-            out.loc[idx, ["speedup_ci_lo", "speedup_ci_hi"]] = _ratio_ci(base.at[pair[idx], "latency_samples_ms"], out.at[idx, "latency_samples_ms"])
+            out.loc[idx, ["speedup_ci_lo", "speedup_ci_hi"]] = _ratio_ci(base.loc[pair[idx]], out.loc[idx])
     out["peak_mem_reduction"] = 1 - out["peak_mem_mb"] / out["baseline_peak_mem_mb"]
     out["act_mem_reduction"] = 1 - out["act_mem_mb"] / out["baseline_act_mem_mb"]
     out.loc[~ok, list(DERIVED)] = np.nan
@@ -253,6 +252,6 @@ def with_floor(df: pd.DataFrame, floor: str = FLOOR) -> pd.DataFrame:
     out["act_mem_vs_floor"] = out["act_mem_mb"] / out["floor_act_mem_mb"]
     if "latency_samples_ms" in out:
         for idx in out.index[pair.notna() & has_samples(out)]:
-            out.loc[idx, ["latency_vs_floor_ci_lo", "latency_vs_floor_ci_hi"]] = _ratio_ci(out.at[idx, "latency_samples_ms"], ref.at[pair[idx], "latency_samples_ms"])
+            out.loc[idx, ["latency_vs_floor_ci_lo", "latency_vs_floor_ci_hi"]] = _ratio_ci(out.loc[idx], ref.loc[pair[idx]])
     out.loc[~ok | out["model"].map(is_floor), list(FLOOR_DERIVED)] = np.nan
     return out

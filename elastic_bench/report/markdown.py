@@ -42,7 +42,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..measure.bootstrap import parse_samples, ratio_ci
+from ..measure.bootstrap import rows_ratio_ci
 from .accounting import flops_is_partial, flops_label, format_flops
 from .compare import (
     MATCH_KEYS,
@@ -92,9 +92,7 @@ def fmt_ci(v: object, lo: object, hi: object, kind: str) -> str:
 def _speedup_ci(ref: pd.Series, row: pd.Series) -> tuple[float, float, float]:
     """``ref latency / row latency`` (medians of the rows) and the bootstrap CI from their raw samples."""
     ratio = float(ref["latency_ms_p50"]) / float(row["latency_ms_p50"])
-    a, ga = parse_samples(ref.get("latency_samples_ms"))
-    b, gb = parse_samples(row.get("latency_samples_ms"))
-    _, lo, hi = ratio_ci(a, b, ga, gb)
+    _, lo, hi, _ = rows_ratio_ci(ref, row)  # paired when the rows were timed together
     return ratio, lo, hi
 
 

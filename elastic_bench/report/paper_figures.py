@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from ..measure.bootstrap import parse_samples, ratio_ci  # noqa: E402
+from ..measure.bootstrap import rows_ratio_ci  # noqa: E402
 from .ablation_axes import Axis, axis_values, get_axis, value_label  # noqa: E402
 from .accounting import flops_is_partial, flops_label, with_accounting  # noqa: E402
 from .compare import (  # noqa: E402
@@ -463,9 +463,7 @@ def claim_check_data(df: pd.DataFrame) -> pd.DataFrame:
             b = cand.sort_values(by).iloc[0]
             row[f"{ref}_model"] = b["model"]
             if name:
-                a_s, a_g = parse_samples(b.get("latency_samples_ms"))
-                e_s, e_g = parse_samples(e.get("latency_samples_ms"))
-                _, lo, hi = ratio_ci(a_s, e_s, a_g, e_g)
+                _, lo, hi, _ = rows_ratio_ci(b, e)  # paired when the rows were timed together
                 row.update({name: b["latency_ms_p50"] / e["latency_ms_p50"], f"{name}_ci_lo": lo, f"{name}_ci_hi": hi})
             if mem:
                 row[mem] = 1 - e["peak_mem_mb"] / b["peak_mem_mb"]

@@ -36,7 +36,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ..measure.bootstrap import parse_samples, ratio_ci
+from ..measure.bootstrap import rows_ratio_ci
 from .compare import MATCH_KEYS, causal_value, is_exact, match_key
 from .latex import escape
 from .markdown import md_table
@@ -109,11 +109,8 @@ def _pairs(ok: pd.DataFrame, elastic: str, comparator: str) -> list[tuple[pd.Ser
 
 
 def _speedup(e: pd.Series, c: pd.Series) -> tuple[float, float, float]:
-    a, ga = parse_samples(c.get("latency_samples_ms"))
-    b, gb = parse_samples(e.get("latency_samples_ms"))
-    if len(a) and len(b):
-        return ratio_ci(a, b, ga, gb)
-    return _num(c["latency_ms_p50"]) / _num(e["latency_ms_p50"]), math.nan, math.nan
+    """``c``'s latency over ``e``'s with its CI (paired when the rows were timed together)."""
+    return rows_ratio_ci(c, e)[:3]
 
 
 def _memory_ratio(e: pd.Series, c: pd.Series) -> tuple[float, str]:
@@ -302,7 +299,8 @@ def accuracy_claims(acc: pd.DataFrame) -> list[dict[str, str]]:
 
 
 def bank_latency(bank: pd.DataFrame) -> pd.DataFrame:
-    """Per (pass, N, sparse_grad): latency at every memory size and its ratio to M = 0, with CI."""
+    """Per (pass, N, sparse_grad): latency at every memory size and its ratio to M = 0, with CI
+    (``paired``: from samples timed call by call together, :func:`~elastic_bench.measure.bootstrap.rows_ratio_ci`)."""
     ok = bank[(bank["status"] == "ok") & (bank["model"] == "elastic")].copy()
     if ok.empty:
         return pd.DataFrame()
@@ -312,9 +310,10 @@ def bank_latency(bank: pd.DataFrame) -> pd.DataFrame:
     for (pass_, n, sparse), g in ok.groupby(["pass", "seq_len", "sparse_grad"]):
         base = g[g["memory_size"] == 0]
         for _, r in g.sort_values("memory_size").iterrows():
-            ratio, lo, hi = _speedup(base.iloc[0], r) if not base.empty else (math.nan,) * 3  # this row / no bank
+            ratio, lo, hi, paired = rows_ratio_ci(r, base.iloc[0]) if not base.empty else (math.nan, math.nan, math.nan, False)  # this row / no bank
             out.append({"pass": pass_, "seq_len": int(n), "sparse_grad": bool(sparse), "memory_size": int(r["memory_size"]),
                         "params": r.get("params"), "latency_ms": _num(r["latency_ms_p50"]), "vs_no_bank": ratio, "vs_no_bank_ci_lo": lo, "vs_no_bank_ci_hi": hi,
+                        "paired": paired,
                         "config_hash": r["config_hash"], "optimizer": _optimizer(r.get("backend_detail")),
                         "optimizer_no_bank": _optimizer(base.iloc[0].get("backend_detail")) if not base.empty else ""})  # fmt: skip
     return pd.DataFrame(out)
@@ -357,7 +356,7 @@ def capacity_claims(acc: pd.DataFrame, bank: pd.DataFrame) -> list[dict[str, str
         parts += [f"at M={_human(top['memory_size'].iloc[0])}: " + ", ".join(f"N={int(r.seq_len)} x{r.vs_no_bank:.2f}" for r in top.itertuples())]
         flat = bool((banks["vs_no_bank"] <= FLAT).all())
         rows.append(_row("capacity", "inference cost vs bank size", f"elastic M={', '.join(_human(m) for m in sorted(banks['memory_size'].unique()))} vs M=0",
-                         "worst latency ratio " + "; ".join(parts), f"{'; '.join(sorted(set(_device_names(bank))))}, infer",
+                         "worst latency ratio " + "; ".join(parts), f"{'; '.join(sorted(set(_device_names(bank))))}, infer{_pairing(banks)}",
                          "holds" if flat else "does not hold", f"flat means within {FLAT:.2f}x of no bank at every bank size and N (point estimates)",
                          list(worst["config_hash"])))  # fmt: skip
     train = lat[(lat["pass"] == "train_step")] if not lat.empty else lat
@@ -371,9 +370,18 @@ def capacity_claims(acc: pd.DataFrame, bank: pd.DataFrame) -> list[dict[str, str
         flat = top["vs_no_bank"] <= FLAT
         rows.append(_row("capacity", f"training step vs bank size ({label} bank gradients)", f"elastic M={_human(top['memory_size'])} vs M=0",
                          f"x{top['vs_no_bank']:.2f} [{top['vs_no_bank_ci_lo']:.2f}, {top['vs_no_bank_ci_hi']:.2f}] at N={int(top['seq_len'])}",
-                         f"train_step ({_step_optimizers(top)})", "holds" if flat else "does not hold",
+                         f"train_step ({_step_optimizers(top)}){_pairing(t[t['memory_size'] > 0])}", "holds" if flat else "does not hold",
                          f"flat means within {FLAT:.2f}x of no bank; the accuracy runs use dense bank gradients (the default)", [top["config_hash"]]))  # fmt: skip
     return rows
+
+
+def _pairing(banks: pd.DataFrame) -> str:
+    """How the bank rows' intervals were computed, when some were paired (calls interleaved)."""
+    if banks.empty or not banks["paired"].any():
+        return ""
+    if banks["paired"].all():
+        return ", calls of all bank sizes interleaved (paired CIs)"
+    return f", calls interleaved for {int(banks['paired'].sum())} of {len(banks)} bank rows (their CIs paired)"
 
 
 def _device_names(df: pd.DataFrame) -> list[str]:

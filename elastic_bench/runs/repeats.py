@@ -28,6 +28,15 @@ CSV, so an interrupted sweep resumes with the repeats it still lacks; the pooled
 to the CSV when the last repeat ends, and then the cell's lines leave the side file.
 ``--no-resume`` forgets a cell's logged repeats and ``--retry-errors`` its failed ones.
 Every repeat's row carries the sweep process's environment (one ``git_sha`` per run).
+
+With ``interleave_calls`` (``--interleave-calls``), each round times its headline cells not one
+after the other but **call by call together**, in groups of the cells that share a workload
+shape (:func:`interleave_groups`: everything but the model and its options), in one process
+(:meth:`~elastic_bench.measure.engine.Engine.measure_group`).  Every cell of a group then has the
+same number of samples in every round, sample ``i`` of each taken in the same cycle of calls, so
+two rows of one group pair sample by sample (:func:`~elastic_bench.measure.bootstrap.paired_ratio_ci`).
+A group's rows of one round are logged together, so a resumed sweep never pairs a round of one
+cell with a different round of another.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..measure.cell import Cell
-from ..measure.engine import Engine, base_row, measure_row
+from ..measure.engine import Engine, base_row, measure_row, measure_rows_interleaved
 from ..measure.samples import pool_rows
 
 DEFAULT_PROCESS_REPEATS = 3
@@ -94,9 +103,15 @@ class RepeatLog:
         self.keep(lambda key, row: key not in keys)
 
     def append(self, key: str, row: dict[str, Any]) -> None:
+        self.append_many([(key, row)])
+
+    def append_many(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
+        """Append ``(config_hash, row)`` lines in one write (a group's round: all or, after a hard
+        kill, a cut last line that :meth:`load` skips)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps({"config_hash": key, "row": row}, default=str) + "\n" for key, row in rows)
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"config_hash": key, "row": row}, default=str) + "\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -113,6 +128,30 @@ def isolated_task(payload: tuple[Any, Cell, str, dict[str, str]]) -> dict[str, A
     return measure_row(Engine(spec), cell, run_id, env)
 
 
+def isolated_group_task(payload: tuple[Any, list[Cell], str, dict[str, str]]) -> list[dict[str, Any]]:
+    """``(spec, cells, run_id, env)`` -> the cells' rows, their passes timed together
+    (:func:`~elastic_bench.measure.engine.measure_rows_interleaved`) by a new engine in this process."""
+    import torch
+
+    spec, cells, run_id, env = payload
+    if spec.threads and spec.device_type == "cpu":
+        torch.set_num_threads(spec.threads)
+    return measure_rows_interleaved(Engine(spec), list(cells), run_id, env)
+
+
+def interleave_groups(cells: Iterable[Cell]) -> list[list[Cell]]:
+    """The cells that are timed together with ``interleave_calls``: those with one workload
+    shape (pass, objective, loss, batch, N, dtype, level, width, depth, heads, catalogue,
+    padding, dropout, seed, device), whatever their model, options and causality; in the
+    order of their first cell."""
+    groups: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        key = (c.pass_, c.objective, c.loss, c.batch, c.seq_len, c.dtype, c.level, c.d_model, c.layers, c.heads,
+               c.n_items, c.padding, c.dropout, c.seed, c.device, c.threads)  # fmt: skip
+        groups.setdefault(key, []).append(c)
+    return list(groups.values())
+
+
 class ProcessPerRound:
     """Runs :func:`isolated_task` in one fresh worker process per round (a new one when the
     round changes); use as a context manager so the last worker is closed.
@@ -125,7 +164,8 @@ class ProcessPerRound:
         self.round: int | None = None
         self.proc: subprocess.Popen | None = None
 
-    def measure(self, payload: tuple[Any, Cell, str, dict[str, str]], rnd: int) -> dict[str, Any]:
+    def measure(self, payload: tuple[Any, Any, str, dict[str, str]], rnd: int) -> Any:
+        """The row of ``payload``'s cell; with a list of cells, their rows, timed together."""
         if rnd != self.round or self.proc is None or self.proc.poll() is not None:
             self.close()
             self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -140,7 +180,10 @@ class ProcessPerRound:
             self.proc = None
             spec, cell, run_id, env = payload
             why = "killed (out of memory?)" if code in (-9, 137) else f"exit code {code}"
-            return {**cell_identity(cell, run_id, env), "status": "error:worker-lost", "reason": f"repeat worker died: {why} ({type(exc).__name__})"}
+            lost = {"status": "error:worker-lost", "reason": f"repeat worker died: {why} ({type(exc).__name__})"}
+            if isinstance(cell, list):
+                return [{**cell_identity(c, run_id, env), **lost} for c in cell]
+            return {**cell_identity(cell, run_id, env), **lost}
 
     def close(self) -> None:
         if self.proc is not None:
@@ -179,7 +222,8 @@ def _serve() -> None:
             payload = pickle.load(inp)
         except EOFError:
             return
-        pickle.dump(isolated_task(payload), out)
+        task = isolated_group_task if isinstance(payload[1], list) else isolated_task
+        pickle.dump(task(payload), out)
         out.flush()
 
 
@@ -191,12 +235,18 @@ def interleaved(
     on_repeat: Callable[[Cell, int], None] = lambda c, r: None,
     resume: bool = True,
     retry_errors: bool = False,
+    measure_group: Callable[[list[Cell], int], list[dict[str, Any]]] | None = None,
 ) -> Iterable[tuple[Cell, dict[str, Any]]]:
     """Measure every cell ``repeats`` times, round by round; yield ``(cell, pooled row)`` as
     each cell gets its last repeat (or fails).  Repeats already in ``log`` are not rerun unless
     ``resume`` is off (``--no-resume``: every repeat again) or, for a logged repeat that did not
     end ``ok``, ``retry_errors`` is on.  Once the consumer has taken a cell's pooled row (and
-    appended it to the CSV), the cell's lines leave the log."""
+    appended it to the CSV), the cell's lines leave the log.
+
+    With ``measure_group`` (``interleave_calls``), the cells of each :func:`interleave_groups`
+    group that still need a round are measured together by one call, and their rows logged
+    together; a group whose cells' logged rounds differ (a sweep that ran without interleaving
+    before) is measured again from its first round, so that its rounds pair."""
     keys = {c.config_hash() for c in cells}
     if not resume:
         log.forget(keys)
@@ -204,23 +254,35 @@ def interleaved(
         log.keep(lambda key, row: key not in keys or row.get("status") == "ok")
     done = log.load()
     have = {c.config_hash(): list(done.get(c.config_hash(), [])) for c in cells}
+    groups = interleave_groups(cells) if measure_group is not None else [[c] for c in cells]
+    if measure_group is not None:
+        for group in groups:
+            counts = {len(have[c.config_hash()]) for c in group}
+            if len(counts) > 1:  # rounds that do not pair: start the group again
+                log.forget({c.config_hash() for c in group})
+                for c in group:
+                    have[c.config_hash()] = []
     finished: set[str] = set()
     for rnd in range(repeats):
-        shift = rnd % len(cells) if cells else 0
-        for cell in cells[shift:] + cells[:shift]:  # each round starts one cell later: no cell is always first in its process
-            key = cell.config_hash()
-            if key in finished:
-                continue
-            rows = have[key]
-            if len(rows) <= rnd:
-                on_repeat(cell, rnd)
-                row = measure(cell, rnd)
-                log.append(key, row)
-                rows.append(row)
-            if rows[-1].get("status") != "ok" or len(rows) >= repeats:
-                finished.add(key)
-                yield cell, pool_rows(rows[:repeats])
-                log.forget({key})  # reached only after the consumer took (appended) the row
+        shift = rnd % len(groups) if groups else 0
+        for group in groups[shift:] + groups[:shift]:  # each round starts one group later: no group is always first in its process
+            todo = [c for c in group if c.config_hash() not in finished and len(have[c.config_hash()]) <= rnd]
+            if todo:
+                for c in todo:
+                    on_repeat(c, rnd)
+                rows = measure_group(todo, rnd) if measure_group is not None else [measure(c, rnd) for c in todo]
+                log.append_many([(c.config_hash(), row) for c, row in zip(todo, rows)])
+                for c, row in zip(todo, rows):
+                    have[c.config_hash()].append(row)
+            for cell in group:
+                key = cell.config_hash()
+                if key in finished:
+                    continue
+                got = have[key]
+                if got and (got[-1].get("status") != "ok" or len(got) >= repeats):
+                    finished.add(key)
+                    yield cell, pool_rows(got[:repeats])
+                    log.forget({key})  # reached only after the consumer took (appended) the row
 
 
 if __name__ == "__main__":

@@ -93,12 +93,13 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "retry_errors": False,
     "baseline": "softmax",
     "process_repeats": 3,  # headline cells (the longest N): 3 interleaved repeats in fresh processes
+    "interleave_calls": False,  # headline cells: time the cells of one workload shape call by call together
 }
 KEYS = (
     "seq_len", "batch", "tokens_per_batch", "models", "experts", "memory_size", "topk", "option",
     "d_model", "heads", "layers", "dtype", "pass", "level", "causal", "objective", "device", "repeats", "min_time", "max_time",
     "warmup", "n_items", "padding", "dropout", "seed", "threads", "out", "resume", "plot", "dry_run", "retry_errors",
-    "baseline", "process_repeats",
+    "baseline", "process_repeats", "interleave_calls",
 )  # fmt: skip
 
 
@@ -136,6 +137,7 @@ class SweepSpec:
     retry_errors: bool = False
     baseline: str = "softmax"
     process_repeats: int = 1  # headline cells: repeats, each in a fresh process (see .repeats)
+    interleave_calls: bool = False  # headline cells of one workload shape timed call by call together (.repeats)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -415,6 +417,7 @@ def load_spec(overrides: Mapping[str, Any] | None = None, config: str | Path | N
         retry_errors=_bool(get("retry_errors"), "--retry-errors"),
         baseline=baseline,
         process_repeats=process_repeats,
+        interleave_calls=_bool(get("interleave_calls"), "--interleave-calls"),
         notes=tuple(notes),
     )
 

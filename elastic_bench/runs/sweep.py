@@ -197,7 +197,8 @@ def _local_rows(engine: Engine, todo: list[Cell], run_id: str, env: dict[str, st
 
 
 def _repeated_rows(engine: Engine, cells: list[Cell], run_id: str, env: dict[str, str], on_repeat: Any) -> Iterator[tuple[Cell, dict[str, Any]]]:
-    """Headline cells: ``process_repeats`` interleaved runs, each in a fresh process (:mod:`.repeats`)."""
+    """Headline cells: ``process_repeats`` interleaved runs, each in a fresh process (:mod:`.repeats`);
+    with ``interleave_calls``, each round times the cells of one workload shape call by call together."""
     spec = engine.spec
     with ProcessPerRound() as workers:
 
@@ -207,8 +208,15 @@ def _repeated_rows(engine: Engine, cells: list[Cell], run_id: str, env: dict[str
                 return {**base_row(cell, run_id, env, None), "status": f"skipped:{why}"}
             return workers.measure((spec, cell, run_id, env), rnd)
 
+        def measure_group(group: list[Cell], rnd: int) -> list[dict[str, Any]]:
+            skipped = {c: engine.oom.skip_reason(c) for c in group}
+            todo = [c for c in group if not skipped[c]]
+            rows = iter(workers.measure((spec, todo, run_id, env), rnd) if todo else [])
+            return [{**base_row(c, run_id, env, None), "status": f"skipped:{skipped[c]}"} if skipped[c] else next(rows) for c in group]
+
         log = RepeatLog(spec.out)
-        for cell, row in interleaved(cells, spec.process_repeats, measure, log, on_repeat, resume=spec.resume, retry_errors=spec.retry_errors):
+        group = measure_group if spec.interleave_calls else None
+        for cell, row in interleaved(cells, spec.process_repeats, measure, log, on_repeat, resume=spec.resume, retry_errors=spec.retry_errors, measure_group=group):
             if row.get("status") == "oom":
                 engine.oom.record(cell)
             yield cell, row
@@ -245,7 +253,7 @@ def run_sweep(spec: SweepSpec, console: Console | None = None, progress: bool = 
                     bar.update(task, description=f"[cyan]{launcher.describe()}[/]")
                     rows = remote_rows(spec, todo, run_id, env, launcher)
                 else:
-                    heads = set(headline(plan.cells)) if spec.process_repeats > 1 else set()
+                    heads = set(headline(plan.cells)) if spec.process_repeats > 1 or spec.interleave_calls else set()
                     rows = itertools.chain(
                         _local_rows(engine, [c for c in todo if c not in heads], run_id, env, lambda c: bar.update(task, description=f"[cyan]{c.label()}[/]")),
                         _repeated_rows(engine, [c for c in todo if c in heads], run_id, env, lambda c, r: bar.update(task, description=f"[cyan]{c.label()} (process {r + 1}/{spec.process_repeats})[/]")),
