@@ -214,13 +214,18 @@ def test_a_groups_rounds_are_logged_together_and_restart_when_they_would_not_pai
 
     def group(todo, rnd):
         calls.append((rnd, [c.model for c in todo]))
-        return [{"status": "ok", "batch": 1, "seq_len": 16, "latency_samples_ms": "1;2;3", "wall_s": 1.0} for _ in todo]
+        return [{"status": "ok", "batch": 1, "seq_len": 16, "latency_samples_ms": "1;2;3", "wall_s": 1.0, "timer_mode": "perf-counter+interleaved"} for _ in todo]
 
     log = RepeatLog(tmp_path / "r.csv")
     log.append(cells[0].config_hash(), {"status": "ok", "latency_samples_ms": "9;9;9"})  # one cell's round from a sequential run
     rows = dict((c.model, r) for c, r in interleaved(cells, 2, lambda c, r: pytest.fail("not per cell"), log, measure_group=group))
     assert calls == [(0, ["softmax", "linear"]), (1, ["softmax", "linear"])]  # started over: the lone round would not pair
     assert all(r["n_repeats"] == 2 and "9" not in r["latency_samples_ms"] for r in rows.values())
+    calls.clear()
+    for c in cells:  # one round of each, but timed one after the other: as many rounds, still not pairs
+        log.append(c.config_hash(), {"status": "ok", "latency_samples_ms": "9;9;9", "timer_mode": "perf-counter+steady-heap"})
+    rows = dict((c.model, r) for c, r in interleaved(cells, 2, lambda c, r: pytest.fail("not per cell"), log, measure_group=group))
+    assert [rnd for rnd, _ in calls] == [0, 1] and all("9" not in r["latency_samples_ms"] for r in rows.values())
 
 
 def test_an_interleaved_sweep_writes_rows_that_pair(tmp_path):

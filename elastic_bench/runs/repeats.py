@@ -49,6 +49,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..measure.bootstrap import INTERLEAVED_MODE
 from ..measure.cell import Cell
 from ..measure.engine import Engine, base_row, measure_row, measure_rows_interleaved
 from ..measure.samples import pool_rows
@@ -245,8 +246,9 @@ def interleaved(
 
     With ``measure_group`` (``interleave_calls``), the cells of each :func:`interleave_groups`
     group that still need a round are measured together by one call, and their rows logged
-    together; a group whose cells' logged rounds differ (a sweep that ran without interleaving
-    before) is measured again from its first round, so that its rounds pair."""
+    together; a group whose cells' logged rounds differ in number, or were timed one cell after
+    the other (a sweep that ran without interleaving before), is measured again from its first
+    round, so that its rounds pair."""
     keys = {c.config_hash() for c in cells}
     if not resume:
         log.forget(keys)
@@ -258,7 +260,9 @@ def interleaved(
     if measure_group is not None:
         for group in groups:
             counts = {len(have[c.config_hash()]) for c in group}
-            if len(counts) > 1:  # rounds that do not pair: start the group again
+            rows = [r for c in group for r in have[c.config_hash()]]
+            sequential = any(r.get("status") == "ok" and not str(r.get("timer_mode") or "").endswith(INTERLEAVED_MODE) for r in rows)
+            if len(counts) > 1 or sequential:  # rounds that do not pair: start the group again
                 log.forget({c.config_hash() for c in group})
                 for c in group:
                     have[c.config_hash()] = []
