@@ -11,5 +11,5 @@ from the registry by name.
 - :mod:`.flops`          counted or analytic FLOPs per pass
 - :mod:`.workload_mask`  the padding mask a workload times
 - :mod:`.samples`        a row's latency columns from its samples; pooling process repeats
-- :mod:`.bootstrap`      cluster-bootstrap intervals of medians and ratios
+- :mod:`.bootstrap`      cluster-bootstrap intervals of medians and ratios (paired for rows timed together)
 """

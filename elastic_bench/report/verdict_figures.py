@@ -125,7 +125,9 @@ def plot_memory_bank(acc: pd.DataFrame, bank: pd.DataFrame, out_dir: Path) -> li
         ax.set(xscale="log", xlabel="memory slots M (0 drawn at 256)", ylabel=title)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    note = f"Dotted: {FLAT:.2f}x (the 'flat' rule). Error bars: 95 % bootstrap CI of the latency ratio. Accuracy runs use dense bank gradients."
+    paired = "paired" in lat and bool(lat["paired"].any())
+    how = " (paired: each sweep timed its bank sizes' calls interleaved)" if paired and bool(lat["paired"].all()) else " (paired where the calls were interleaved)" if paired else ""
+    note = f"Dotted: {FLAT:.2f}x (the 'flat' rule). Error bars: 95 % bootstrap CI of the latency ratio{how}. Accuracy runs use dense bank gradients."
     if not ok.empty:
         note = "Accuracy: dots are seeds, the line their mean" + (", each dataset against its own no-bank mean. " if relative else ". ") + note
     keep = ["family", "M", "seed", "ndcg@10", "no_bank", "vs_no_bank_pct", "config_hash"]
