@@ -37,7 +37,7 @@ COLUMNS: tuple[str, ...] = (
     "dtype", "precision", "batch", "seq_len", "d_model", "heads", "layers", "n_items", "experts", "memory_size",
     "topk", "padding", "dropout", "params", "flops", "flops_method",
     # outcome
-    "status", "reason", "gate_dtype", "gate_max_err", "n_samples", "n_repeats", "timer_mode", "latency_ms_p50",
+    "status", "reason", "gate_dtype", "gate_max_err", "n_samples", "n_repeats", "timer_mode", "timing_group", "latency_ms_p50",
     "latency_ms_p20", "latency_ms_p80", "latency_ms_p99", "latency_ms_ci_lo", "latency_ms_ci_hi", "latency_samples_ms", "tokens_per_s", "peak_mem_mb", "act_mem_mb",
     "reserved_mem_mb", "mem_method", "state_bytes_per_user", "state_bytes_per_layer", "cpu_threads", "wall_s",
     # accuracy runs (empty for efficiency rows)

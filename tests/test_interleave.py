@@ -40,7 +40,7 @@ def clock(monkeypatch):
 # ----------------------------------------------------------------------------- the timer
 
 
-def test_interleaved_calls_rotate_and_every_pass_gets_one_sample_per_cycle(clock):
+def test_every_cycle_calls_each_pass_once_in_a_fresh_order(clock):
     calls = []
 
     def costing(name, s):
@@ -52,11 +52,25 @@ def test_interleaved_calls_rotate_and_every_pass_gets_one_sample_per_cycle(clock
 
         return fn
 
-    ts = timer.time_interleaved([costing("a", 0.002), costing("b", 0.004), costing("c", 0.001)], CPU, repeats=5, min_time=0, min_samples=5, warmup_cycles=1)
-    assert calls[:3] == ["a", "b", "c"]  # one untimed warm-up cycle
-    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c", "b", "c", "a"]  # each cycle one pass later
-    assert [t.n_samples for t in ts] == [5, 5, 5] and all(t.mode.endswith("+interleaved") for t in ts)
+    ts = timer.time_interleaved([costing("a", 0.002), costing("b", 0.004), costing("c", 0.001)], CPU, repeats=40, min_time=0, min_samples=40, warmup_cycles=1)
+    cycles = [calls[i : i + 3] for i in range(0, len(calls), 3)]
+    assert len(cycles) == 41 and all(sorted(c) == ["a", "b", "c"] for c in cycles)  # one untimed warm-up cycle, then 40
+    assert len({tuple(c) for c in cycles}) == 6  # every order occurs: not one rotation
+    assert [t.n_samples for t in ts] == [40, 40, 40] and all(t.mode.endswith("+interleaved") for t in ts)
     assert [t.p50_ms for t in ts] == pytest.approx([2.0, 4.0, 1.0])
+
+
+def test_no_pass_has_a_fixed_predecessor():
+    """A rotation would put the same pass before M=0 in almost every cycle (the cache it leaves behind
+    would bias M=0's time); the random orders spread every pass's predecessors evenly."""
+    orders = timer.cycle_orders(4, seed=0)
+    sequence = [i for _ in range(3000) for i in next(orders)]
+    before = np.zeros((4, 4))
+    for prev, cur in zip(sequence, sequence[1:]):
+        before[cur, prev] += 1
+    share = before / before.sum(axis=1, keepdims=True)
+    others = share[~np.eye(4, dtype=bool)]  # itself only across a cycle boundary, rarer
+    assert np.abs(others - others.mean()).max() < 0.03, share  # every other pass precedes it equally often (a rotation: one of them always)
 
 
 def test_a_slow_pass_does_not_keep_a_fast_one_sampling_for_ever(clock):
@@ -91,7 +105,8 @@ def test_the_paired_ratio_cancels_what_both_sides_shared():
 
 def test_the_paired_ratio_matches_a_naive_pair_by_pair_bootstrap():
     rng = np.random.default_rng(1)
-    a, b = rng.lognormal(0, 0.3, 40), rng.lognormal(0, 0.3, 40)
+    shared = rng.lognormal(0, 0.3, 40)  # correlated sides: an unpaired bootstrap would be far wider
+    a, b = 1.1 * shared * rng.lognormal(0, 0.03, 40), shared * rng.lognormal(0, 0.03, 40)
     g = np.repeat(np.arange(4), 10)
     r, lo, hi = paired_ratio_ci(a, b, g, n_boot=4000, seed=2)
     reps = []
@@ -101,11 +116,14 @@ def test_the_paired_ratio_matches_a_naive_pair_by_pair_bootstrap():
         reps.append(np.median(a[idx]) / np.median(b[idx]))
     nlo, nhi = np.quantile(reps, [0.025, 0.975])
     assert r == pytest.approx(np.median(a) / np.median(b))
-    assert (lo, hi) == pytest.approx((nlo, nhi), abs=0.06)
+    assert (lo, hi) == pytest.approx((nlo, nhi), abs=0.01)
+    _, ilo, ihi = ratio_ci(a, b, g, g)
+    assert ihi - ilo > 3 * (nhi - nlo)  # the unpaired interval could not pass the check above
 
 
-def _row(samples, run_id="r1", mode="perf-counter+steady-heap+interleaved", **kw):
-    return {"status": "ok", "run_id": run_id, "timer_mode": mode, "latency_samples_ms": format_samples(samples),
+def _row(samples, run_id="r1", mode="perf-counter+steady-heap+interleaved", group="g", **kw):
+    tokens = "|".join(f"{run_id}/r{r}/{group}" for r in range(len(samples)))
+    return {"status": "ok", "run_id": run_id, "timer_mode": mode, "timing_group": tokens, "latency_samples_ms": format_samples(samples),
             "latency_ms_p50": float(np.median(np.concatenate(samples))), **kw}  # fmt: skip
 
 
@@ -113,11 +131,14 @@ def test_rows_pair_only_when_timed_together_in_one_run():
     a = _row([[10.0, 11.0, 12.0], [20.0, 21.0]])
     b = _row([[5.0, 5.5, 6.0], [10.0, 10.5]])
     assert paired_rows(a, b) and rows_ratio_ci(a, b)[3]
-    assert not paired_rows(a, {**b, "run_id": "r2"})  # another run: rounds of other processes
+    assert not paired_rows(a, _row([[5.0, 5.5, 6.0], [10.0, 10.5]], run_id="r2"))  # another run: rounds of other processes
+    assert not paired_rows(a, _row([[5.0, 5.5, 6.0], [10.0, 10.5]], group="h"))  # another group of the same run, as many samples
+    resumed = {**b, "timing_group": "r1/r0/g|r7/r1/h"}  # round 1 timed in a later session, with other members
+    assert not paired_rows(a, resumed) and not paired_rows({**a, "timing_group": ""}, {**b, "timing_group": ""})
     assert not paired_rows(a, {**b, "timer_mode": "perf-counter+steady-heap"})  # timed one after the other
     assert not paired_rows(a, {**b, "timer_mode": "mixed:perf-counter+interleaved,perf-counter+steady-heap+interleaved"})
     assert not paired_rows(a, _row([[5.0, 5.5], [10.0, 10.5, 11.0]]))  # rounds of other sizes
-    ratio, lo, hi, paired = rows_ratio_ci(a, {**b, "run_id": "r2"})
+    ratio, lo, hi, paired = rows_ratio_ci(a, resumed)
     assert not paired and ratio == pytest.approx(2.0)
     ratio, lo, hi, paired = rows_ratio_ci({"latency_ms_p50": 3.0}, {"latency_ms_p50": 2.0})  # no samples: the medians, no interval
     assert (ratio, paired) == (1.5, False) and lo != lo
@@ -191,6 +212,17 @@ def test_a_cell_that_fails_mid_group_gets_its_row_and_the_others_are_timed_witho
     assert rows["softmax"]["status"] == "ok" and rows["softmax"]["n_samples"] == 4 and rows["softmax"]["peak_mem_mb"] > 0
 
 
+def test_a_failure_no_call_owns_is_every_remaining_cells_row(tmp_path, monkeypatch):
+    spec = _spec(tmp_path)
+
+    def timing(fns, *a, **kw):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")  # surfaces at a synchronise
+
+    monkeypatch.setattr(engine_mod, "time_interleaved", timing)
+    rows = engine_mod.measure_rows_interleaved(engine_mod.Engine(spec), expand(spec), "run", _env())
+    assert [r["status"] for r in rows] == ["error:RuntimeError"] * 2 and all("illegal memory" in r["reason"] for r in rows)
+
+
 def _env():
     from elastic_bench.environment import environment
 
@@ -237,7 +269,7 @@ def test_an_interleaved_sweep_writes_rows_that_pair(tmp_path):
     df = load_results(out)
     head = df[df["seq_len"] == 16].set_index("model")
     assert (head["n_repeats"] == 2).all() and head["timer_mode"].str.endswith("+interleaved").all()
-    assert paired_rows(head.loc["softmax"], head.loc["linear"])
+    assert paired_rows(head.loc["softmax"], head.loc["linear"]) and head.loc["softmax", "timing_group"].count("|") == 1
     assert parse_samples(head.loc["softmax", "latency_samples_ms"])[1].tolist() == [0, 0, 0, 1, 1, 1]
     assert not df[df["seq_len"] == 8]["timer_mode"].str.contains("interleaved").any()  # only the headline cells
     bad = runner.invoke(cli.app, ["sweep", "--task", "accuracy", "--interleave-calls", "--models", "softmax", "--dry-run"])

@@ -195,17 +195,19 @@ INTERLEAVED_MODE = "+interleaved"  # the timer-mode suffix of rows timed call by
 
 def paired_rows(row_a: Any, row_b: Any) -> bool:
     """Whether two results rows' samples pair one to one: both timed call by call together
-    (``timer_mode`` ending ``+interleaved``) in one sweep run (``run_id``), with the same
-    number of samples in every process repeat."""
+    (``timer_mode`` ending ``+interleaved``) in the same rounds, with the same members in each
+    (``timing_group`` equal and set for every round: run, round, members), and the same number
+    of samples in every round."""
     get_a, get_b = _getter(row_a), _getter(row_b)
     modes = (str(get_a("timer_mode") or ""), str(get_b("timer_mode") or ""))
     if not all(m.endswith(INTERLEAVED_MODE) and not m.startswith("mixed:") for m in modes):
         return False
-    if str(get_a("run_id") or "") != str(get_b("run_id") or "") or not get_a("run_id"):
+    tokens = str(get_a("timing_group") or "")
+    if tokens != str(get_b("timing_group") or "") or not all(tokens.split("|")):
         return False
     _, ga = parse_samples(get_a("latency_samples_ms"))
     _, gb = parse_samples(get_b("latency_samples_ms"))
-    return len(ga) > 0 and np.array_equal(ga, gb)
+    return len(ga) > 0 and len(set(ga.tolist())) == len(tokens.split("|")) and np.array_equal(ga, gb)
 
 
 def rows_ratio_ci(num_row: Any, den_row: Any, seed: int = 0) -> tuple[float, float, float, bool]:

@@ -338,13 +338,13 @@ class Engine:
                         try:
                             got = self.prepare(cell, backend)
                         except Exception as exc:  # noqa: BLE001 - every failure is a row
-                            got = self._failure(cell, exc)
+                            got = self._group_failure(cell, exc, len(ready) + 1)
                             exc.__traceback__ = None
-                            free_memory(self.device)
                         if isinstance(got, Ready):
                             ready[i] = got
                         else:
                             fields = got
+                            free_memory(self.device)  # after the except block: its traceback is gone
                         got = None  # the ready workloads live in ``ready`` only: freed before memory
                     out[i] = (fields, backend)
                 self._time_together(ready, out)
@@ -358,16 +358,28 @@ class Engine:
         return out  # type: ignore[return-value]
 
     def _time_together(self, ready: dict[int, "Ready"], out: list) -> None:
-        """Time the ready cells interleaved; a cell whose call fails leaves with its failure row."""
+        """Time the ready cells interleaved.  A cell whose call fails leaves with its failure row
+        and the others are timed again without it; any other failure (an asynchronous CUDA error
+        surfacing at a synchronisation, which no call owns) is every remaining cell's row."""
         spec = self.spec
         while ready:
             order = list(ready)
             fns = [_Tagged(i, ready[i].work.run) for i in order]
+            failed: _CallFailed | None = None
             try:
                 timings = time_interleaved(fns, self.device, repeats=spec.repeats, min_time=spec.min_time, max_time=spec.max_time)
-            except _CallFailed as failed:
+            except _CallFailed as exc:
+                failed = exc
+                failed.__traceback__ = None  # its frames hold every workload of the group
+            except Exception as exc:  # noqa: BLE001 - every failure is a row
+                for i in order:
+                    out[i] = (self._group_failure(ready[i].cell, exc, len(order)), out[i][1])
+                exc.__traceback__ = None
+                ready.clear()
+                return
+            if failed is not None:
                 r = ready.pop(failed.index)
-                out[failed.index] = (self._failure(r.cell, failed.exc), out[failed.index][1])
+                out[failed.index] = (self._group_failure(r.cell, failed.exc, len(order)), out[failed.index][1])
                 failed.exc.__traceback__ = None
                 del r, fns, failed
                 free_memory(self.device)
@@ -375,6 +387,13 @@ class Engine:
             for i, t in zip(order, timings):
                 out[i] = (self.timed_fields(ready[i], t), out[i][1])
             return
+
+    def _group_failure(self, cell: Cell, exc: Exception, alive: int) -> dict[str, Any]:
+        """:meth:`_failure`, saying when an out-of-memory error came with other cells' workloads alive."""
+        fields = self._failure(cell, exc)
+        if fields["status"] == "oom" and alive > 1:
+            fields["reason"] = f"{fields['reason']} (with the workloads of {alive - 1} other interleaved cell(s) alive)"
+        return fields
 
     def _alone_memory(self, cell: Cell, fields: dict[str, Any]) -> dict[str, Any]:
         """``fields`` with the memory of ``cell`` measured on a fresh workload, warmed up, alone."""

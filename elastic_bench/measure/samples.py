@@ -46,6 +46,8 @@ def pool_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     groups = [[float(v) for v in str(r.get("latency_samples_ms") or "").replace("|", ";").split(";") if v] for r in rows]
     first = rows[0]
     out = {**first, **timing_fields(groups), "wall_s": round(sum(float(r.get("wall_s") or 0) for r in rows), 3)}
+    if any(r.get("timing_group") for r in rows):  # rounds timed together: each round's token, in order
+        out["timing_group"] = "|".join(str(r.get("timing_group") or "") for r in rows)
     modes = sorted({str(r.get("timer_mode") or "") for r in rows})
     if len(modes) > 1:  # a sweep resumed across a change of timer (e.g. the steady heap): say so, don't hide it
         out["timer_mode"] = "mixed:" + ",".join(modes)

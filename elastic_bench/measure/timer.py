@@ -20,8 +20,7 @@ with at least :data:`MIN_SAMPLES_SLOW` samples.  The result is the median with p
 and every sample in the order taken (:attr:`Timing.samples_ms`, for bootstrap intervals).
 
 Interleaved calls (:func:`time_interleaved`, a sweep's ``interleave_calls``): several passes
-timed together, one call of each per *cycle*, each cycle starting one pass later than the one
-before, until every pass has enough samples by the rule above, or one pass has used up
+timed together, one call of each per *cycle*, each cycle in a fresh random order (seeded), until every pass has enough samples by the rule above, or one pass has used up
 ``max_time`` (then the others stop with as many samples as it has).  Every pass gets one sample per
 cycle, so sample ``i`` of each pass was taken within one cycle of the others: a drift of the
 machine (another process, the CPU's clock) hits them alike, and the ratio of two passes can be
@@ -38,10 +37,11 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import random
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 
@@ -158,33 +158,84 @@ def time_interleaved(
     min_samples: int = MIN_SAMPLES,
     max_time: float = MAX_TIME_S,
     warmup_cycles: int = WARMUP_CYCLES,
+    seed: int = 0,
 ) -> list[Timing]:
-    """One :class:`Timing` per pass of ``fns``, timed call by call in rotating order (module
-    docstring), each with the same number of samples; warm every pass up first (:func:`warm_up`).
-    ``warmup_cycles`` untimed cycles run first, so the heap has seen the interleaved order."""
+    """One :class:`Timing` per pass of ``fns``, timed call by call, one call of each per cycle in
+    a fresh random order (:func:`cycle_orders`), each pass with the same number of samples; warm
+    every pass up first (:func:`warm_up`).  ``warmup_cycles`` untimed cycles run first, so the
+    heap has seen the interleaved order."""
     fns = list(fns)
     if not fns:
         return []
     repeats = max(1, repeats)
     min_samples = max(1, min(min_samples, repeats))
-    k = len(fns)
-    samples: list[list[float]] = [[] for _ in fns]
-    spent = [0.0] * k
+    orders = cycle_orders(len(fns), seed)
     with device_context(device):
-        for c in range(max(0, warmup_cycles)):
-            for i in range(k):
-                fns[(c + i) % k]()
+        for _ in range(max(0, warmup_cycles)):
+            for i in next(orders):
+                fns[i]()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        cycle = 0
-        while not _group_enough(len(samples[0]), spent, repeats, min_time, min_samples, max_time):
-            order = [(cycle + i) % k for i in range(k)]
-            for i, dt in zip(order, _cycle(fns, order, device)):
-                samples[i].append(dt)
-                spent[i] += dt / 1e3
-            cycle += 1
+            samples = _interleaved_cuda(fns, orders, device, repeats, min_time, min_samples, max_time)
+        else:
+            samples = _interleaved_cpu(fns, orders, repeats, min_time, min_samples, max_time)
     mode = timer_mode(device) + INTERLEAVED
     return [summarize(s, mode) for s in samples]
+
+
+def cycle_orders(k: int, seed: int = 0) -> Iterator[list[int]]:
+    """The order of the passes in each cycle: a fresh seeded random permutation every cycle, so
+    that every pass runs first, last and after every other pass equally often in expectation.
+    (A rotation, ``[c, c+1, ...]``, would give each pass one predecessor in almost every cycle,
+    and the cache or heap state that a call leaves behind would bias its successor's time.)"""
+    rng = random.Random(seed)
+    while True:
+        order = list(range(k))
+        rng.shuffle(order)
+        yield order
+
+
+def _interleaved_cpu(fns: list[Callable[[], object]], orders: Iterator[list[int]], repeats: int, min_time: float,
+                     min_samples: int, max_time: float) -> list[list[float]]:  # fmt: skip
+    samples: list[list[float]] = [[] for _ in fns]
+    spent = [0.0] * len(fns)
+    while not _group_enough(len(samples[0]), spent, repeats, min_time, min_samples, max_time):
+        for i in next(orders):
+            t0 = time.perf_counter_ns()
+            fns[i]()
+            dt = (time.perf_counter_ns() - t0) / 1e6
+            samples[i].append(dt)
+            spent[i] += dt / 1e3
+    return samples
+
+
+def _interleaved_cuda(fns: list[Callable[[], object]], orders: Iterator[list[int]], device: torch.device, repeats: int,
+                      min_time: float, min_samples: int, max_time: float) -> list[list[float]]:  # fmt: skip
+    """As :func:`_time_cuda`: events around every call, no synchronisation between calls (the host
+    runs ahead of the GPU); the budget is checked on finished events every 4 cycles."""
+    stream = torch.cuda.current_stream(device)
+    pairs: list[list[tuple[torch.cuda.Event, torch.cuda.Event]]] = [[] for _ in fns]
+    wall0 = time.perf_counter()
+    cycle = 0
+    while True:
+        for i in next(orders):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            fns[i]()
+            end.record(stream)
+            pairs[i].append((start, end))
+        cycle += 1
+        if cycle >= repeats:
+            break
+        if cycle >= min_samples and cycle % 4 == 0 or time.perf_counter() - wall0 > max_time:
+            end.synchronize()
+            spent = [sum(s.elapsed_time(e) for s, e in p) / 1e3 for p in pairs]
+            if _group_enough(cycle, spent, repeats, min_time, min_samples, max_time):
+                break
+        if time.perf_counter() - wall0 > 10 * len(fns) * max(max_time, 1.0):  # safety net for stalls
+            break
+    torch.cuda.synchronize(device)
+    return [[s.elapsed_time(e) for s, e in p] for p in pairs]
 
 
 def _group_enough(n: int, spent: list[float], repeats: int, min_time: float, min_samples: int, max_time: float) -> bool:
@@ -194,27 +245,6 @@ def _group_enough(n: int, spent: list[float], repeats: int, min_time: float, min
     if all(_enough(n, s, repeats, min_time, min_samples, max_time) for s in spent):
         return True
     return any(s >= max_time for s in spent) and n >= min(MIN_SAMPLES_SLOW, min_samples)
-
-
-def _cycle(fns: list[Callable[[], object]], order: list[int], device: torch.device) -> list[float]:
-    """The latencies (ms) of one call of each ``fns[i]``, ``i`` in ``order``."""
-    out: list[float] = []
-    if device.type == "cuda":
-        stream = torch.cuda.current_stream(device)
-        events = []
-        for i in order:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record(stream)
-            fns[i]()
-            end.record(stream)
-            events.append((start, end))
-        torch.cuda.synchronize(device)
-        return [s.elapsed_time(e) for s, e in events]
-    for i in order:
-        t0 = time.perf_counter_ns()
-        fns[i]()
-        out.append((time.perf_counter_ns() - t0) / 1e6)
-    return out
 
 
 def _time_cuda(fn: Callable[[], object], device: torch.device, repeats: int, min_time: float, min_samples: int, max_time: float) -> Timing:

@@ -41,6 +41,7 @@ cell with a different round of another.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -138,6 +139,15 @@ def isolated_group_task(payload: tuple[Any, list[Cell], str, dict[str, str]]) ->
     if spec.threads and spec.device_type == "cpu":
         torch.set_num_threads(spec.threads)
     return measure_rows_interleaved(Engine(spec), list(cells), run_id, env)
+
+
+def timing_group(run_id: str, rnd: int, cells: Iterable[Cell]) -> str:
+    """The token of one group's round timed together: its run, its round and its members (the
+    ``timing_group`` column; a pooled row joins its rounds' tokens with ``|``).  Two rows pair
+    sample by sample only when their tokens are equal, round for round
+    (:func:`~elastic_bench.measure.bootstrap.paired_rows`)."""
+    members = hashlib.sha1(",".join(sorted(c.config_hash() for c in cells)).encode()).hexdigest()[:10]
+    return f"{run_id}/r{rnd}/{members}"
 
 
 def interleave_groups(cells: Iterable[Cell]) -> list[list[Cell]]:

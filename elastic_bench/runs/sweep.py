@@ -43,7 +43,7 @@ from ..report.figure_kit import default_report_dir
 from ..store import ResultsStore
 from .grid import expand
 from .launch import is_remote
-from .repeats import ProcessPerRound, RepeatLog, headline, interleaved
+from .repeats import ProcessPerRound, RepeatLog, headline, interleaved, timing_group
 from .spec import SweepSpec
 
 PREVIEW_ROWS = 12
@@ -211,7 +211,8 @@ def _repeated_rows(engine: Engine, cells: list[Cell], run_id: str, env: dict[str
         def measure_group(group: list[Cell], rnd: int) -> list[dict[str, Any]]:
             skipped = {c: engine.oom.skip_reason(c) for c in group}
             todo = [c for c in group if not skipped[c]]
-            rows = iter(workers.measure((spec, todo, run_id, env), rnd) if todo else [])
+            token = timing_group(run_id, rnd, todo)  # who was timed with whom, in this round
+            rows = iter([{**r, "timing_group": token} for r in workers.measure((spec, todo, run_id, env), rnd)] if todo else [])
             return [{**base_row(c, run_id, env, None), "status": f"skipped:{skipped[c]}"} if skipped[c] else next(rows) for c in group]
 
         log = RepeatLog(spec.out)
@@ -250,6 +251,9 @@ def run_sweep(spec: SweepSpec, console: Console | None = None, progress: bool = 
             with bar:
                 task = bar.add_task("sweep", total=len(todo), last="")
                 if is_remote(launcher):
+                    if spec.interleave_calls:
+                        console.print(f"[yellow]note:[/] {launcher.describe()} measures each cell in a task of its own: "
+                                      "--interleave-calls applies to the local launcher only")  # fmt: skip
                     bar.update(task, description=f"[cyan]{launcher.describe()}[/]")
                     rows = remote_rows(spec, todo, run_id, env, launcher)
                 else:
