@@ -12,7 +12,7 @@ EXPECTED_COLUMNS = [
     "backend_versions", "task", "level", "model", "backend_detail", "options", "causal", "objective",
     "loss", "pass", "dtype", "precision", "batch", "seq_len", "d_model", "heads", "layers", "n_items", "experts",
     "memory_size", "topk", "padding", "dropout", "params", "flops", "flops_method", "status", "reason",
-    "gate_dtype", "gate_max_err", "n_samples", "n_repeats", "timer_mode", "latency_ms_p50", "latency_ms_p20",
+    "gate_dtype", "gate_max_err", "n_samples", "n_repeats", "timer_mode", "timing_group", "latency_ms_p50", "latency_ms_p20",
     "latency_ms_p80", "latency_ms_p99", "latency_ms_ci_lo", "latency_ms_ci_hi", "latency_samples_ms", "tokens_per_s", "peak_mem_mb", "act_mem_mb",
     "reserved_mem_mb", "mem_method", "state_bytes_per_user", "state_bytes_per_layer", "cpu_threads", "wall_s", "seed", "dataset", "hr@10", "ndcg@10", "mrr@10", "hr@50", "ndcg@50", "mrr@50", "hr@200",
     "ndcg@200", "mrr@200", "config_hash",
