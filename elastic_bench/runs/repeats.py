@@ -122,23 +122,24 @@ def isolated_task(payload: tuple[Any, Cell, str, dict[str, str]]) -> dict[str, A
     """``(spec, cell, run_id, env)`` -> the cell's row, measured by a new engine in this process.
     ``env`` is the sweep's (:func:`~elastic_bench.environment.environment` of the parent), so
     every row of one run carries the same provenance, ``git_sha`` included."""
-    import torch
-
     spec, cell, run_id, env = payload
-    if spec.threads and spec.device_type == "cpu":
-        torch.set_num_threads(spec.threads)
-    return measure_row(Engine(spec), cell, run_id, env)
+    return measure_row(_worker_engine(spec), cell, run_id, env)
 
 
 def isolated_group_task(payload: tuple[Any, list[Cell], str, dict[str, str]]) -> list[dict[str, Any]]:
     """``(spec, cells, run_id, env)`` -> the cells' rows, their passes timed together
     (:func:`~elastic_bench.measure.engine.measure_rows_interleaved`) by a new engine in this process."""
+    spec, cells, run_id, env = payload
+    return measure_rows_interleaved(_worker_engine(spec), list(cells), run_id, env)
+
+
+def _worker_engine(spec: Any) -> Engine:
+    """A new engine in a worker process, on the sweep's CPU thread count."""
     import torch
 
-    spec, cells, run_id, env = payload
     if spec.threads and spec.device_type == "cpu":
         torch.set_num_threads(spec.threads)
-    return measure_rows_interleaved(Engine(spec), list(cells), run_id, env)
+    return Engine(spec)
 
 
 def timing_group(run_id: str, rnd: int, cells: Iterable[Cell]) -> str:
